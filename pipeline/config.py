@@ -1,0 +1,265 @@
+"""The typed schema of the configuration, its composition from conf/, and params.yaml.
+
+conf/ is the one hand-edited config. It is composed by Hydra into params.yaml, which DVC
+stages read. Regenerate params.yaml with:
+
+    python -m pipeline.config [override ...]      # e.g. task.etth1.prepare.horizon=192
+
+Every stage loads params.yaml through `load_config`, so an unknown key, a wrong type or an
+out-of-range value fails at start-up with a message naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+PARAMS_FILE = "params.yaml"
+
+Checksum = Annotated[
+    str,
+    Field(pattern=r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$",
+          description="<algorithm>:<hex digest>, algorithm md5 or sha256"),
+]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    # strict: YAML gives real types, so "yes" for a bool or "3" for an int is a mistake.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ConfigError(ValueError):
+    """A configuration that does not fit the schema; the message names each bad key."""
+
+
+# ---- paths ----------------------------------------------------------------------------
+
+
+class PathsConfig(Section):
+    data: str
+    raw: str
+    prepared: str
+    models: str
+    metrics: str
+    plots: str
+
+
+# ---- data sources ---------------------------------------------------------------------
+
+
+class OfflineSource(Section):
+    filename: str = Field(min_length=1)
+    checksum: Checksum
+
+
+class SourceConfig(Section):
+    url: str = Field(min_length=1, description="http(s) URL, file:// URL or local path")
+    checksum: Checksum
+    offline: OfflineSource | None = None
+
+
+class TaskPaths(Section):
+    raw: str
+    prepared: str
+    card: str
+
+
+class ImdbPrepare(Section):
+    vocab_size: int = Field(ge=3, description="including [PAD] and [UNK]")
+    min_freq: PositiveInt
+    vocab_from_unsup: bool
+    max_len: PositiveInt
+    truncation_side: Literal["left", "right"]
+    val_fraction: float = Field(gt=0, lt=1)
+    split_seed: int = Field(ge=0)
+
+
+class TimeseriesPrepare(Section):
+    time_column: str
+    columns: list[str] | None = Field(min_length=1)
+    target: str
+    features: Literal["M", "S"]
+    missing: Literal["error", "ffill"]
+    lookback: PositiveInt
+    horizon: PositiveInt
+    borders: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None
+    ratios: Annotated[list[Annotated[float, Field(gt=0, lt=1)]],
+                      Field(min_length=3, max_length=3)] | None
+
+    @model_validator(mode="after")
+    def _one_split_rule(self) -> "TimeseriesPrepare":
+        if (self.borders is None) == (self.ratios is None):
+            raise ValueError("set exactly one of borders ([train_end, val_end, test_end]) "
+                             "and ratios ([train, val, test])")
+        if self.borders is not None and not self.borders[0] < self.borders[1] < self.borders[2]:
+            raise ValueError(f"borders must increase, found {self.borders}")
+        if self.ratios is not None and sum(self.ratios) > 1 + 1e-9:
+            raise ValueError(f"ratios must sum to at most 1, found {self.ratios}")
+        return self
+
+
+class ImdbTask(Section):
+    kind: Literal["imdb"]
+    source: SourceConfig
+    paths: TaskPaths
+    prepare: ImdbPrepare
+
+
+class TimeseriesTask(Section):
+    kind: Literal["timeseries"]
+    source: SourceConfig
+    paths: TaskPaths
+    prepare: TimeseriesPrepare
+
+
+TaskConfig = Annotated[Union[ImdbTask, TimeseriesTask], Field(discriminator="kind")]
+TASK_KINDS = ("imdb", "timeseries")
+
+# ---- model, training, export, tracking ------------------------------------------------
+
+
+class ModelConfig(Section):
+    cell: Literal["lstm", "gru"]
+    embedding_dim: PositiveInt
+    hidden_size: PositiveInt
+    num_layers: PositiveInt
+    bidirectional: bool
+    dropout: float = Field(ge=0, lt=1)
+
+
+class TrainConfig(Section):
+    device: Literal["auto", "cpu", "cuda"]
+    precision: Literal["fp32", "bf16"]
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    grad_clip: float = Field(gt=0)
+    patience: PositiveInt
+    num_workers: int = Field(ge=0)
+
+
+class ExportConfig(Section):
+    opset: int = Field(ge=17)
+    dynamo: bool
+    required_providers: list[Literal["CPUExecutionProvider", "CUDAExecutionProvider"]]
+
+
+class TrackingConfig(Section):
+    uri: str = Field(min_length=1)
+    experiment_prefix: str
+
+
+class Config(Section):
+    paths: PathsConfig
+    task: dict[str, TaskConfig] = Field(min_length=1)
+    model: dict[str, ModelConfig] = Field(min_length=1)
+    train: TrainConfig
+    export: ExportConfig
+    tracking: TrackingConfig
+    seed: int = Field(ge=0)
+
+
+# ---- composition and loading ----------------------------------------------------------
+
+
+def compose(overrides: list[str] | None = None, config_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """Compose conf/ with Hydra, resolved, exactly as DVC's Hydra support does."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+    OmegaConf.resolve(cfg)
+    return OmegaConf.to_container(cfg)  # type: ignore[return-value]
+
+
+def to_yaml(container: dict[str, Any]) -> str:
+    """The text DVC writes for a composed config (OmegaConf's YAML dump)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(container))
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    # A tagged union puts the tag into the location (task.imdb.imdb.prepare...); drop it.
+    if len(loc) > 2 and loc[0] == "task" and loc[2] in TASK_KINDS:
+        del loc[2]
+    key = ".".join(loc) or "<root>"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (found {error['input']!r}); remove it or fix its spelling"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {error['msg']} (found {error['input']!r})"
+
+
+def validate(container: dict[str, Any], source: str = PARAMS_FILE) -> Config:
+    try:
+        return Config.model_validate(container)
+    except ValidationError as exc:
+        lines = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
+        raise ConfigError(f"{source}: invalid configuration\n{lines}") from None
+
+
+def load_config(path: str | Path = PARAMS_FILE) -> Config:
+    """Load and validate params.yaml (the composed config that DVC stages depend on)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; compose it with `python -m pipeline.config`")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}")
+    return validate(data, source=str(path))
+
+
+def load_task(name: str, path: str | Path = PARAMS_FILE) -> tuple[Config, TaskConfig]:
+    """The validated config and its task section `task.<name>`."""
+    config = load_config(path)
+    if name not in config.task:
+        raise ConfigError(f"{path}: task.{name} not found; tasks are {sorted(config.task)}")
+    return config, config.task[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Compose conf/ into params.yaml (validated). Pass Hydra overrides.")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.lr=0.001")
+    parser.add_argument("-o", "--output", default=PARAMS_FILE, help="where to write")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that the output equals a fresh composition")
+    args = parser.parse_args(argv)
+
+    container = compose(args.overrides)
+    try:
+        validate(container, source="conf/ (composed)")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    text = to_yaml(container)
+    output = Path(args.output)
+    if args.check:
+        if not output.is_file() or output.read_text(encoding="utf-8") != text:
+            print(f"{output} differs from conf/; run `python -m pipeline.config`", file=sys.stderr)
+            return 1
+        print(f"{output} is up to date with conf/")
+        return 0
+    from pipeline.files import write_text_atomic
+
+    write_text_atomic(output, text)
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Stage `prepare@<task>`: turn a fetched source into training-ready arrays and a data card.
+
+    python -m pipeline.prepare <task>
+
+The task's `kind` picks the preparer: `imdb` (pipeline/data/imdb.py) or `timeseries`
+(pipeline/data/timeseries.py, any CSV series; ETTh1 by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from pipeline.config import ImdbTask, load_task
+from pipeline.files import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m pipeline.prepare <task>", file=sys.stderr)
+        return 2
+    name = args[0]
+    start = time.perf_counter()
+    try:
+        _, task = load_task(name)
+        if isinstance(task, ImdbTask):
+            from pipeline.data import imdb as preparer
+        else:
+            from pipeline.data import timeseries as preparer
+        card = preparer.prepare(task.paths.raw, task.prepare, task.paths.prepared)
+    except ValueError as exc:  # ConfigError, CsvError, UnsafeArchiveError and other bad input
+        print(f"prepare@{name}: {exc}", file=sys.stderr)
+        return 1
+    write_json_atomic(task.paths.card, card)
+    log.info("prepare@%s done in %.1fs; data card %s", name, time.perf_counter() - start, task.paths.card)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

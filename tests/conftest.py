@@ -1,0 +1,125 @@
+"""Shared fixtures: small datasets the tests build themselves, and a throw-away repo copy.
+
+Nothing here touches the network. The real datasets are only read by `slow` tests.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# What a copy of the repo needs to run the pipeline (tracked files, not data or venv).
+REPO_FILES = ["conf", "pipeline", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config",
+              ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+
+POS_WORDS = ["great", "wonderful", "superb", "loved", "brilliant"]
+NEG_WORDS = ["awful", "boring", "terrible", "hated", "dull"]
+FILLER = ["the", "movie", "film", "plot", "actor", "story", "scene", "and", "a", "of", "was", "it",
+          "director", "music", "ending", "i", "this", "very", "not", "really"]
+ETT_COLUMNS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+
+
+def synthetic_review(rng: np.random.Generator, label: str) -> str:
+    words = list(rng.choice(FILLER, size=int(rng.integers(6, 40))))
+    sentiment = POS_WORDS if label == "pos" else NEG_WORDS
+    words += list(rng.choice(sentiment, size=3))
+    rng.shuffle(words)
+    middle = len(words) // 2
+    return " ".join(words[:middle]) + ".<br /><br />" + " ".join(words[middle:]).capitalize() + "!"
+
+
+def add_member(tar: tarfile.TarFile, name: str, text: str) -> None:
+    data = text.encode("utf-8")
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def imdb_reviews(n_per_class: int = 12, n_unsup: int = 10, seed: int = 0) -> dict[str, str]:
+    """{member name: review text} in the aclImdb layout, with marker words in known places."""
+    rng = np.random.default_rng(seed)
+    members = {}
+    for split in ("train", "test"):
+        for label in ("pos", "neg"):
+            for i in range(n_per_class):
+                rating = int(rng.integers(7, 11) if label == "pos" else rng.integers(1, 5))
+                members[f"aclImdb/{split}/{label}/{i}_{rating}.txt"] = synthetic_review(rng, label)
+    for i in range(n_unsup):
+        members[f"aclImdb/train/unsup/{i}_0.txt"] = synthetic_review(rng, "pos" if i % 2 else "neg")
+    # Words that appear only outside train: they must never enter the vocabulary.
+    for i in range(3):
+        members[f"aclImdb/test/pos/{i}_9.txt"] += " testonlyword"
+        members[f"aclImdb/train/unsup/{i}_0.txt"] += " unsuponlyword"
+    return members
+
+
+def make_imdb_archive(path: Path, members: dict[str, str] | None = None) -> Path:
+    members = imdb_reviews() if members is None else members
+    with tarfile.open(path, "w:gz") as tar:
+        add_member(tar, "aclImdb/README", "Large Movie Review Dataset (test fixture)\n")
+        for name, text in members.items():
+            add_member(tar, name, text)
+    return path
+
+
+def synthetic_series(rows: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, size=len(ETT_COLUMNS))
+    return 5 + 3 * np.sin(2 * np.pi * t / 24 + phase) + rng.normal(0, 0.3, size=(rows, len(ETT_COLUMNS)))
+
+
+def write_csv(path: Path, values: np.ndarray, columns: list[str] = ETT_COLUMNS,
+              start: str = "2016-07-01 00:00:00") -> Path:
+    import pandas as pd
+
+    frame = pd.DataFrame(values, columns=columns)
+    frame.insert(0, "date", pd.date_range(start, periods=len(values), freq="h").strftime("%Y-%m-%d %H:%M:%S"))
+    frame.to_csv(path, index=False, float_format="%.6f")
+    return path
+
+
+@pytest.fixture
+def imdb_archive(tmp_path: Path) -> Path:
+    return make_imdb_archive(tmp_path / "aclImdb_v1.tar.gz")
+
+
+@pytest.fixture
+def ett_csv(tmp_path: Path) -> Path:
+    return write_csv(tmp_path / "ETTh1.csv", synthetic_series(400))
+
+
+def copy_repo(dest: Path) -> Path:
+    """A throw-away copy of the project (code, conf, dvc.yaml) as its own git repository."""
+    dest.mkdir(parents=True)
+    for name in REPO_FILES:
+        src = REPO_ROOT / name
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, target)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def run_in(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in `repo` with this interpreter's environment first on PATH."""
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    full_env.pop("RB_OFFLINE_DIR", None)  # only what the test passes
+    full_env.update(env or {})
+    result = subprocess.run(list(args), cwd=repo, env=full_env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result

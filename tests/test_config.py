@@ -1,0 +1,87 @@
+"""The composed config: params.yaml in step with conf/, and a schema that fails loudly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, compose, load_config, main, to_yaml, validate
+from tests.conftest import REPO_ROOT, run_in
+
+
+def test_params_yaml_matches_a_fresh_composition_of_conf():
+    committed = (REPO_ROOT / "params.yaml").read_text(encoding="utf-8")
+    assert committed == to_yaml(compose()), (
+        "params.yaml differs from conf/; regenerate it with `python -m pipeline.config`")
+
+
+def test_our_composition_equals_dvc_hydra_composition(tmp_path):
+    # `dvc exp run -S ...` writes params.yaml through this DVC function; both must agree.
+    from dvc.utils.hydra import compose_and_dump
+
+    out = tmp_path / "params.yaml"
+    overrides = ["train.lr=0.01", "task.etth1.prepare.horizon=192"]
+    compose_and_dump(out, str(REPO_ROOT / "conf"), None, "config", str(tmp_path), overrides)
+    assert out.read_text(encoding="utf-8") == to_yaml(compose(overrides))
+
+
+def test_check_flag_detects_a_stale_params_file(tmp_path, capsys):
+    target = tmp_path / "params.yaml"
+    assert main(["-o", str(target)]) == 0
+    assert main(["-o", str(target), "--check"]) == 0
+    target.write_text(target.read_text().replace("lr: 0.002", "lr: 0.005"))
+    assert main(["-o", str(target), "--check"]) == 1
+    assert "differs from conf/" in capsys.readouterr().err
+
+
+def test_overrides_reach_the_composed_config():
+    config = validate(compose(["model.gru.hidden_size=256", "task.etth1.prepare.features=S"]))
+    assert config.model["gru"].hidden_size == 256
+    assert config.model["lstm"].hidden_size == 128
+    assert config.task["etth1"].prepare.features == "S"
+
+
+@pytest.mark.parametrize("override, key, allowed", [
+    ("train.lr=-0.001", "train.lr", "greater than 0"),
+    ("task.etth1.prepare.horizon=0", "task.etth1.prepare.horizon", "greater than 0"),
+    ("+train.learning_rate=0.1", "train.learning_rate", "unknown key"),
+    ("model.gru.bidirectional=yes", "model.gru.bidirectional", "valid boolean"),
+    ("model.lstm.hidden_size=big", "model.lstm.hidden_size", "valid integer"),
+    ("task.imdb.prepare.truncation_side=middle", "task.imdb.prepare.truncation_side", "'left' or 'right'"),
+    ("task.imdb.prepare.val_fraction=1.5", "task.imdb.prepare.val_fraction", "less than 1"),
+    ("task.imdb.source.checksum=md5:xyz", "task.imdb.source.checksum", "should match pattern"),
+    ("export.opset=13", "export.opset", "greater than or equal to 17"),
+    ("task.etth1.prepare.ratios=[0.7,0.1,0.2]", "task.etth1.prepare", "exactly one of borders"),
+])
+def test_bad_values_fail_naming_the_key_and_what_is_allowed(override, key, allowed):
+    with pytest.raises(ConfigError) as caught:
+        validate(compose([override]))
+    message = str(caught.value)
+    assert f"{key}:" in message and allowed in message, message
+
+
+def test_a_missing_key_is_named(tmp_path):
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    del params["train"]["epochs"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=r"train\.epochs: required key is missing"):
+        load_config(path)
+
+
+def test_a_stage_fails_at_start_up_on_a_bad_params_file(tmp_path):
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["task"]["etth1"]["prepare"]["lookback"] = -4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_in(tmp_path, sys.executable, "-m", "pipeline.fetch", "etth1", check=False)
+    assert result.returncode == 1
+    assert "task.etth1.prepare.lookback: Input should be greater than 0 (found -4)" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_params_file_says_how_to_make_it(tmp_path):
+    with pytest.raises(ConfigError, match="python -m pipeline.config"):
+        load_config(tmp_path / "params.yaml")
