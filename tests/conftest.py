@@ -53,13 +53,12 @@ def imdb_reviews(n_per_class: int = 12, n_unsup: int = 10, seed: int = 0) -> dic
         for label in ("pos", "neg"):
             for i in range(n_per_class):
                 rating = int(rng.integers(7, 11) if label == "pos" else rng.integers(1, 5))
-                members[f"aclImdb/{split}/{label}/{i}_{rating}.txt"] = synthetic_review(rng, label)
+                # A word found only in test: it must never enter the vocabulary.
+                marker = " testonlyword" if split == "test" and i < 3 else ""
+                members[f"aclImdb/{split}/{label}/{i}_{rating}.txt"] = synthetic_review(rng, label) + marker
     for i in range(n_unsup):
-        members[f"aclImdb/train/unsup/{i}_0.txt"] = synthetic_review(rng, "pos" if i % 2 else "neg")
-    # Words that appear only outside train: they must never enter the vocabulary.
-    for i in range(3):
-        members[f"aclImdb/test/pos/{i}_9.txt"] += " testonlyword"
-        members[f"aclImdb/train/unsup/{i}_0.txt"] += " unsuponlyword"
+        marker = " unsuponlyword" if i < 3 else ""  # enters the vocabulary only with vocab_from_unsup
+        members[f"aclImdb/train/unsup/{i}_0.txt"] = synthetic_review(rng, "pos" if i % 2 else "neg") + marker
     return members
 
 
