@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -49,6 +49,7 @@ class PathsConfig(Section):
     models: str
     metrics: str
     plots: str
+    checkpoints: str
 
 
 # ---- data sources ---------------------------------------------------------------------
@@ -105,11 +106,19 @@ class TimeseriesPrepare(Section):
         return self
 
 
+class TaskTrain(Section):
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    eval_batch_size: PositiveInt
+
+
 class ImdbTask(Section):
     kind: Literal["imdb"]
     source: SourceConfig
     paths: TaskPaths
     prepare: ImdbPrepare
+    train: TaskTrain
+    head: ClassVar[str] = "classifier"
 
 
 class TimeseriesTask(Section):
@@ -117,6 +126,8 @@ class TimeseriesTask(Section):
     source: SourceConfig
     paths: TaskPaths
     prepare: TimeseriesPrepare
+    train: TaskTrain
+    head: ClassVar[str] = "forecaster"
 
 
 TaskConfig = Annotated[Union[ImdbTask, TimeseriesTask], Field(discriminator="kind")]
@@ -125,24 +136,43 @@ TASK_KINDS = ("imdb", "timeseries")
 # ---- model, training, export, tracking ------------------------------------------------
 
 
-class ModelConfig(Section):
-    cell: Literal["lstm", "gru"]
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+
+
+class ClassifierConfig(Section):
     embedding_dim: PositiveInt
     hidden_size: PositiveInt
     num_layers: PositiveInt
     bidirectional: bool
-    dropout: float = Field(ge=0, lt=1)
+    dropout: Dropout
+    embedding_dropout: Dropout
+    pooling: list[Literal["last", "mean", "max"]] = Field(min_length=1)
+
+
+class ForecasterConfig(Section):
+    hidden_size: PositiveInt
+    num_layers: PositiveInt
+    dropout: Dropout
+    revin: bool
+    segment_len: int = Field(ge=0, description="0 = one step at a time")
+    channel_independent: bool
+
+
+class ModelConfig(Section):
+    cell: Literal["lstm", "gru"]
+    classifier: ClassifierConfig
+    forecaster: ForecasterConfig
 
 
 class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"]
     precision: Literal["fp32", "bf16"]
-    epochs: PositiveInt
-    batch_size: PositiveInt
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
+    warmup_fraction: float = Field(ge=0, lt=1)
     grad_clip: float = Field(gt=0)
     patience: PositiveInt
+    deterministic: bool
     num_workers: int = Field(ge=0)
 
 
@@ -153,6 +183,7 @@ class ExportConfig(Section):
 
 
 class TrackingConfig(Section):
+    enabled: bool
     uri: str = Field(min_length=1)
     experiment_prefix: str
 

@@ -5,6 +5,7 @@ Nothing here touches the network. The real datasets are only read by `slow` test
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import shutil
@@ -27,6 +28,17 @@ NEG_WORDS = ["awful", "boring", "terrible", "hated", "dull"]
 FILLER = ["the", "movie", "film", "plot", "actor", "story", "scene", "and", "a", "of", "was", "it",
           "director", "music", "ending", "i", "this", "very", "not", "really"]
 ETT_COLUMNS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+
+# The real conf/, shrunk to the fixtures: tiny vocabulary, short windows, small models.
+TINY_OVERRIDES = [
+    "task.imdb.prepare.vocab_size=50", "task.imdb.prepare.max_len=32", "task.imdb.prepare.val_fraction=0.25",
+    "task.etth1.prepare.lookback=24", "task.etth1.prepare.horizon=12", "task.etth1.prepare.borders=[240,320,400]",
+    "task.imdb.train.epochs=2", "task.imdb.train.batch_size=8",
+    "task.etth1.train.epochs=2", "task.etth1.train.batch_size=32",
+    *(f"model.{m}.{key}" for m in ("lstm", "gru") for key in (
+        "classifier.embedding_dim=8", "classifier.hidden_size=8",
+        "forecaster.hidden_size=16", "forecaster.segment_len=6")),
+]
 
 
 def synthetic_review(rng: np.random.Generator, label: str) -> str:
@@ -64,7 +76,8 @@ def imdb_reviews(n_per_class: int = 12, n_unsup: int = 10, seed: int = 0) -> dic
 
 def make_imdb_archive(path: Path, members: dict[str, str] | None = None) -> Path:
     members = imdb_reviews() if members is None else members
-    with tarfile.open(path, "w:gz") as tar:
+    # mtime=0 in the gzip header: the same members always give the same bytes (and checksum).
+    with gzip.GzipFile(path, "wb", mtime=0) as packed, tarfile.open(fileobj=packed, mode="w") as tar:
         add_member(tar, "aclImdb/README", "Large Movie Review Dataset (test fixture)\n")
         for name, text in members.items():
             add_member(tar, name, text)
@@ -122,3 +135,24 @@ def run_in(repo: Path, *args: str, env: dict[str, str] | None = None, check: boo
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def sha256_spec(path: Path) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_mirror(folder: Path, series_seed: int = 0) -> Path:
+    """The two source files, as an offline mirror (RB_OFFLINE_DIR) would hold them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    make_imdb_archive(folder / "aclImdb_v1.tar.gz")
+    write_csv(folder / "ETTh1.csv", synthetic_series(400, seed=series_seed))
+    return folder
+
+
+def compose_params(repo: Path, mirror: Path, *extra: str) -> None:
+    """params.yaml of `repo`: the tiny settings, and the mirror's checksums."""
+    run_in(repo, sys.executable, "-m", "pipeline.config", *TINY_OVERRIDES,
+           f"task.imdb.source.offline.checksum={sha256_spec(mirror / 'aclImdb_v1.tar.gz')}",
+           f"task.etth1.source.offline.checksum={sha256_spec(mirror / 'ETTh1.csv')}", *extra)

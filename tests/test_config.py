@@ -38,9 +38,9 @@ def test_check_flag_detects_a_stale_params_file(tmp_path, capsys):
 
 
 def test_overrides_reach_the_composed_config():
-    config = validate(compose(["model.gru.hidden_size=256", "task.etth1.prepare.features=S"]))
-    assert config.model["gru"].hidden_size == 256
-    assert config.model["lstm"].hidden_size == 128
+    config = validate(compose(["model.gru.classifier.hidden_size=256", "task.etth1.prepare.features=S"]))
+    assert config.model["gru"].classifier.hidden_size == 256
+    assert config.model["lstm"].classifier.hidden_size == 128
     assert config.task["etth1"].prepare.features == "S"
 
 
@@ -48,8 +48,8 @@ def test_overrides_reach_the_composed_config():
     ("train.lr=-0.001", "train.lr", "greater than 0"),
     ("task.etth1.prepare.horizon=0", "task.etth1.prepare.horizon", "greater than 0"),
     ("+train.learning_rate=0.1", "train.learning_rate", "unknown key"),
-    ("model.gru.bidirectional=yes", "model.gru.bidirectional", "valid boolean"),
-    ("model.lstm.hidden_size=big", "model.lstm.hidden_size", "valid integer"),
+    ("model.gru.classifier.bidirectional=yes", "model.gru.classifier.bidirectional", "valid boolean"),
+    ("model.lstm.forecaster.hidden_size=big", "model.lstm.forecaster.hidden_size", "valid integer"),
     ("task.imdb.prepare.truncation_side=middle", "task.imdb.prepare.truncation_side", "'left' or 'right'"),
     ("task.imdb.prepare.val_fraction=1.5", "task.imdb.prepare.val_fraction", "less than 1"),
     ("task.imdb.source.checksum=md5:xyz", "task.imdb.source.checksum", "should match pattern"),
@@ -65,10 +65,10 @@ def test_bad_values_fail_naming_the_key_and_what_is_allowed(override, key, allow
 
 def test_a_missing_key_is_named(tmp_path):
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    del params["train"]["epochs"]
+    del params["train"]["patience"]
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    with pytest.raises(ConfigError, match=r"train\.epochs: required key is missing"):
+    with pytest.raises(ConfigError, match=r"train\.patience: required key is missing"):
         load_config(path)
 
 

@@ -1,41 +1,22 @@
-"""The data stages through real `dvc repro`, in a throw-away copy of the repo, on fixtures."""
+"""The whole DAG through real `dvc repro`, in a throw-away copy of the repo, on fixtures."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 
 import pytest
 
-from tests.conftest import copy_repo, make_imdb_archive, run_in, synthetic_series, write_csv
+from tests.conftest import compose_params, copy_repo, make_mirror, run_in
 
-# Shrink the real config to the fixtures; everything else is the committed conf/.
-FIXTURE_OVERRIDES = [
-    "task.imdb.prepare.vocab_size=50", "task.imdb.prepare.max_len=32", "task.imdb.prepare.val_fraction=0.25",
-    "task.etth1.prepare.lookback=24", "task.etth1.prepare.horizon=12", "task.etth1.prepare.borders=[240,320,400]",
-]
-
-
-def sha256(path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def compose_params(repo, mirror, extra=()):
-    overrides = [*FIXTURE_OVERRIDES,
-                 f"task.imdb.source.offline.checksum={sha256(mirror / 'aclImdb_v1.tar.gz')}",
-                 f"task.etth1.source.offline.checksum={sha256(mirror / 'ETTh1.csv')}", *extra]
-    run_in(repo, sys.executable, "-m", "pipeline.config", *overrides)
+STAGES = ["fetch@imdb", "fetch@etth1", "prepare@imdb", "prepare@etth1",
+          "train@imdb-lstm", "train@imdb-gru", "train@etth1-lstm", "train@etth1-gru"]
 
 
 @pytest.fixture(scope="module")
 def pipeline_repo(tmp_path_factory):
-    """A repo copy whose data stages ran once through `dvc repro` in offline mode."""
+    """A repo copy whose whole pipeline ran once through `dvc repro` in offline mode."""
     root = tmp_path_factory.mktemp("dvc")
-    mirror = root / "mirror"
-    mirror.mkdir()
-    make_imdb_archive(mirror / "aclImdb_v1.tar.gz")
-    write_csv(mirror / "ETTh1.csv", synthetic_series(400))
+    mirror = make_mirror(root / "mirror")
     repo = copy_repo(root / "repo")
     compose_params(repo, mirror)
     env = {"RB_OFFLINE_DIR": str(mirror)}
@@ -43,16 +24,16 @@ def pipeline_repo(tmp_path_factory):
     return repo, mirror, env, result
 
 
-def test_dvc_dag_lists_the_data_stages(pipeline_repo):
+def test_dvc_dag_lists_every_stage(pipeline_repo):
     repo, *_ = pipeline_repo
     dag = run_in(repo, "dvc", "dag", "--mermaid").stdout
-    for stage in ("fetch@imdb", "fetch@etth1", "prepare@imdb", "prepare@etth1"):
+    for stage in STAGES:
         assert stage in dag
 
 
 def test_repro_fetches_prepares_and_writes_the_data_cards(pipeline_repo):
     repo, mirror, _, result = pipeline_repo
-    for stage in ("fetch@imdb", "fetch@etth1", "prepare@imdb", "prepare@etth1"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in result.stdout
     assert (repo / "data/raw/aclImdb_v1.tar.gz").read_bytes() == (mirror / "aclImdb_v1.tar.gz").read_bytes()
     imdb = json.loads((repo / "metrics/data/imdb.json").read_text())
@@ -72,25 +53,79 @@ def test_a_changed_source_reruns_only_what_depends_on_it(pipeline_repo):
     repo, mirror, env, _ = pipeline_repo
     assert "up to date" in run_in(repo, "dvc", "status").stdout
 
-    write_csv(mirror / "ETTh1.csv", synthetic_series(400, seed=1))  # a new version of the series
+    make_mirror(mirror, series_seed=1)  # a new version of the series
     compose_params(repo, mirror)
     status = run_in(repo, "dvc", "status").stdout
     assert "fetch@etth1" in status and "imdb" not in status
 
     result = run_in(repo, "dvc", "repro", env=env)
-    assert "Running stage 'fetch@etth1'" in result.stdout
-    assert "Running stage 'prepare@etth1'" in result.stdout
-    assert "Running stage 'fetch@imdb'" not in result.stdout
-    assert "Running stage 'prepare@imdb'" not in result.stdout
+    for stage in STAGES:
+        assert (f"Running stage '{stage}'" in result.stdout) is ("etth1" in stage), stage
+
+
+def test_a_gru_setting_leaves_the_lstm_stages_up_to_date(pipeline_repo):
+    repo, mirror, *_ = pipeline_repo
+    compose_params(repo, mirror, "model.gru.forecaster.hidden_size=12")
+    try:
+        status = run_in(repo, "dvc", "status").stdout
+    finally:
+        compose_params(repo, mirror)
+    assert "train@etth1-gru" in status and "train@imdb-gru" in status
+    assert "lstm" not in status and "prepare" not in status
+
+
+def test_train_stages_write_metrics_plots_and_checkpoints(pipeline_repo):
+    repo, *_ = pipeline_repo
+    imdb = json.loads((repo / "metrics/train/imdb-gru.json").read_text())
+    etth1 = json.loads((repo / "metrics/train/etth1-lstm.json").read_text())
+    common = {"best/epoch", "train/seconds", "train/samples_per_s", "params/count"}
+    assert {"test/acc", "test/f1", "test/auc", "baseline/acc"} | common <= set(imdb)
+    assert {"test/mse", "test/mae", "baseline/mse", "baseline/mae"} | common <= set(etth1)
+    assert json.loads((repo / "metrics/train/imdb-lstm.json").read_text()).keys() == imdb.keys()
+    assert sorted(p.name for p in (repo / "plots/train/etth1-gru").iterdir()) == [
+        "curves.csv", "curves.png", "forecast.csv", "forecast.png", "horizon.csv"]
+    assert (repo / "plots/train/imdb-lstm/confusion.csv").read_text().startswith("actual,predicted\n")
+    assert sorted(p.name for p in (repo / "models/imdb-gru").iterdir()) == ["mlflow.json", "model.pt"]
+    rendered = run_in(repo, "dvc", "plots", "show", "--json").stdout
+    for title in ("Learning curves", "IMDB confusion matrix", "ETTh1 forecast vs truth"):
+        assert title in rendered
+
+
+def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo):
+    from mlflow import MlflowClient
+
+    repo, *_ = pipeline_repo
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    for task in ("imdb", "etth1"):
+        experiment = client.get_experiment_by_name(task)
+        runs = {}
+        for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"]):
+            runs.setdefault(run.info.run_name, run)  # the newest run of each model
+        assert sorted(runs) == ["gru", "lstm"]
+        assert set(runs["lstm"].data.metrics) == set(runs["gru"].data.metrics)
+        for model, run in runs.items():
+            run_id = run.info.run_id
+            assert run.data.params["train.lr"] == "0.002"
+            assert run.data.params[f"model.{model}.cell"] == model
+            assert run.data.tags["dvc.stage"] == f"train@{task}-{model}"
+            assert {"git.commit", "git.dirty"} <= set(run.data.tags)
+            assert [m.step for m in client.get_metric_history(run_id, "val/loss")] == [1, 2]
+            artifacts = {a.path for folder in ("", "config", "data", "plots")
+                         for a in client.list_artifacts(run_id, folder or None)}
+            assert {"config/params.yaml", f"data/{task}.json", "plots/curves.csv"} <= artifacts
+            inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+            assert sorted(inputs) == [f"{task}-test", f"{task}-train", f"{task}-val"]
+            handoff = json.loads((repo / f"models/{task}-{model}/mlflow.json").read_text())
+            assert handoff["run_id"] == run_id
+            logged = client.search_logged_models([experiment.experiment_id],
+                                                 filter_string=f"source_run_id = '{run_id}'")
+            assert [m.name for m in logged] == ["pytorch-model"]
 
 
 def test_a_wrong_mirror_checksum_fails_the_stage_and_leaves_no_output(tmp_path):
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    make_imdb_archive(mirror / "aclImdb_v1.tar.gz")
-    write_csv(mirror / "ETTh1.csv", synthetic_series(400))
+    mirror = make_mirror(tmp_path / "mirror")
     repo = copy_repo(tmp_path / "repo")
-    compose_params(repo, mirror, extra=["task.etth1.source.offline.checksum=sha256:" + "0" * 64])
+    compose_params(repo, mirror, "task.etth1.source.offline.checksum=sha256:" + "0" * 64)
     result = run_in(repo, "dvc", "repro", "fetch@etth1", env={"RB_OFFLINE_DIR": str(mirror)}, check=False)
     assert result.returncode != 0
     assert "checksum mismatch" in result.stderr + result.stdout

@@ -1,0 +1,131 @@
+"""Prepared arrays -> torch datasets and loaders, for both task kinds.
+
+IMDB batches are length-bucketed: similar lengths share a batch, and each batch is cut to
+its longest row, so little time goes into padding. Every order is drawn from a generator
+seeded by (seed, epoch), so an epoch replays identically after a resume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipeline.data.timeseries import n_windows
+from pipeline.files import file_digest
+
+BUCKET_POOL = 50  # batches per pool that is sorted by length
+
+
+def read_meta(prepared_dir: str | Path) -> dict:
+    return json.loads((Path(prepared_dir) / "meta.json").read_text(encoding="utf-8"))
+
+
+def prepared_digest(prepared_dir: str | Path) -> str:
+    """One sha256 over every file of a prepared folder (names and contents)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(prepared_dir).iterdir()):
+        digest.update(path.name.encode() + b"\0" + file_digest(path).encode())
+    return digest.hexdigest()
+
+
+class TokenDataset(Dataset):
+    def __init__(self, ids: np.ndarray, labels: np.ndarray):
+        self.ids = torch.from_numpy(ids.astype(np.int64))
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.lengths = (self.ids != 0).sum(1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.ids[index], self.labels[index]
+
+
+def trim_collate(batch):
+    """Stack token rows and cut the batch to its longest row (rows are right-padded)."""
+    ids = torch.stack([row for row, _ in batch])
+    labels = torch.stack([label for _, label in batch])
+    longest = int((ids != 0).sum(1).max().clamp(min=1))
+    return ids[:, :longest], labels
+
+
+class WindowDataset(Dataset):
+    """Stride-1 windows over a scaled series: (past [L, C], future [H, C])."""
+
+    def __init__(self, series: np.ndarray, lookback: int, horizon: int):
+        self.series = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))
+        self.lookback, self.horizon = lookback, horizon
+        self.count = n_windows(len(series), lookback, horizon)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        end = index + self.lookback
+        return self.series[index:end], self.series[end:end + self.horizon]
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Shuffled (or ordered) batches; with `lengths`, bucketed by length within pools."""
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int,
+                 lengths: torch.Tensor | None = None):
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.lengths = lengths
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
+        if self.lengths is not None:
+            pool = self.batch_size * BUCKET_POOL
+            pools = [order[i:i + pool] for i in range(0, self.size, pool)]
+            order = torch.cat([p[torch.argsort(self.lengths[p], stable=True)] for p in pools])
+        batches = list(torch.split(order, self.batch_size))
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        return iter([b.tolist() for b in batches])
+
+
+@dataclass
+class TaskData:
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    meta: dict
+    digest: str
+
+
+def _loader(dataset, batch_size, shuffle, seed, num_workers, lengths=None, collate=None):
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, lengths)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+
+
+def load_task_data(kind: str, prepared_dir: str | Path, batch_size: int, eval_batch_size: int,
+                   seed: int, num_workers: int = 0) -> TaskData:
+    prepared_dir = Path(prepared_dir)
+    meta = read_meta(prepared_dir)
+    loaders = {}
+    for split in ("train", "val", "test"):
+        arrays = np.load(prepared_dir / f"{split}.npz")
+        size, shuffle = (batch_size, True) if split == "train" else (eval_batch_size, False)
+        if kind == "imdb":
+            dataset = TokenDataset(arrays["ids"], arrays["labels"])
+            loaders[split] = _loader(dataset, size, shuffle, seed, num_workers, dataset.lengths, trim_collate)
+        else:
+            dataset = WindowDataset(arrays["series"], meta["lookback"], meta["horizon"])
+            loaders[split] = _loader(dataset, size, shuffle, seed, num_workers)
+    return TaskData(**loaders, meta=meta, digest=prepared_digest(prepared_dir))

@@ -1,0 +1,162 @@
+"""One recurrent backbone (LSTM or GRU) and one head per task.
+
+No packed sequences anywhere (they do not export to ONNX). Padding is handled by masking:
+the backward direction of a bidirectional layer runs over each row reversed *within its
+valid length*, so right-padding never reaches a valid position, and pooling looks at valid
+positions only. Adding padding therefore never changes a prediction.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+POOLINGS = ("last", "mean", "max")
+
+
+def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row of x [B, T, ...] within its first `lengths[b]` steps; padding stays put."""
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)        # [1, T]
+    last = (lengths - 1).unsqueeze(1)                                      # [B, 1]
+    index = torch.where(steps <= last, last - steps, steps)                # [B, T]
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return torch.gather(x, 1, index)
+
+
+class RecurrentBackbone(nn.Module):
+    """A stack of LSTM or GRU layers, optionally bidirectional, over [B, T, input_size]."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, found {cell!r}")
+        rnn = CELLS[cell]
+        directions = 2 if bidirectional else 1
+        sizes = [input_size] + [hidden_size * directions] * (num_layers - 1)
+        self.forward_layers = nn.ModuleList(rnn(size, hidden_size, batch_first=True) for size in sizes)
+        self.backward_layers = nn.ModuleList(
+            rnn(size, hidden_size, batch_first=True) for size in sizes) if bidirectional else None
+        self.dropout = nn.Dropout(dropout)
+        self.output_size = hidden_size * directions
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs [B, T, output_size]; with `lengths`, rows are right-padded beyond them."""
+        for depth, forward_rnn in enumerate(self.forward_layers):
+            if depth:
+                x = self.dropout(x)
+            out, _ = forward_rnn(x)
+            if self.backward_layers is not None:
+                backward_rnn = self.backward_layers[depth]
+                if lengths is None:
+                    back, _ = backward_rnn(torch.flip(x, [1]))
+                    back = torch.flip(back, [1])
+                else:
+                    back, _ = backward_rnn(reverse_valid(x, lengths))
+                    back = reverse_valid(back, lengths)
+                out = torch.cat([out, back], dim=-1)
+            x = out
+        return x
+
+
+def masked_pool(states: torch.Tensor, lengths: torch.Tensor, poolings: Sequence[str],
+                bidirectional: bool) -> torch.Tensor:
+    """Pool [B, T, D] over valid positions only; several poolings are concatenated."""
+    steps = torch.arange(states.shape[1], device=states.device).unsqueeze(0)
+    mask = (steps < lengths.unsqueeze(1)).unsqueeze(-1)                    # [B, T, 1]
+    pooled = []
+    for pooling in poolings:
+        if pooling == "mean":
+            pooled.append((states * mask).sum(1) / lengths.unsqueeze(1).to(states.dtype))
+        elif pooling == "max":
+            pooled.append(states.masked_fill(~mask, torch.finfo(states.dtype).min).amax(1))
+        elif pooling == "last":
+            index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, states.shape[-1])
+            last = torch.gather(states, 1, index).squeeze(1)
+            if bidirectional:  # the backward direction ends at position 0
+                half = states.shape[-1] // 2
+                last = torch.cat([last[:, :half], states[:, 0, half:]], dim=-1)
+            pooled.append(last)
+        else:
+            raise ValueError(f"pooling must be among {POOLINGS}, found {pooling!r}")
+    return torch.cat(pooled, dim=-1)
+
+
+class SequenceClassifier(nn.Module):
+    """Token ids [B, T] (right-padded with pad_id) -> class logits [B, num_classes]."""
+
+    def __init__(self, vocab_size: int, num_classes: int, cell: str, embedding_dim: int,
+                 hidden_size: int, num_layers: int, bidirectional: bool, dropout: float,
+                 embedding_dropout: float, pooling: Sequence[str], pad_id: int = 0):
+        super().__init__()
+        self.pad_id = pad_id
+        self.pooling = tuple(pooling)
+        self.bidirectional = bidirectional
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.backbone = RecurrentBackbone(cell, embedding_dim, hidden_size, num_layers,
+                                          bidirectional, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.backbone.output_size * len(self.pooling), num_classes)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # An all-padding row counts as one step, so that pooling is defined.
+        lengths = (input_ids != self.pad_id).sum(1).clamp(min=1)
+        states = self.backbone(self.embedding_dropout(self.embedding(input_ids)), lengths)
+        return self.head(self.dropout(masked_pool(states, lengths, self.pooling, self.bidirectional)))
+
+
+class Forecaster(nn.Module):
+    """Past values [B, L, C] -> the next H steps [B, H, C], all at once (direct multi-horizon).
+
+    - revin: normalise each window by its own mean and std per channel, and undo it on the
+      output (RevIN-style instance normalisation, without the affine part).
+    - segment_len: feed the RNN segments of that many steps, each embedded linearly
+      (SegRNN-style); 0 feeds it one step at a time.
+    - channel_independent: one shared univariate model applied to every channel.
+    """
+
+    def __init__(self, n_channels: int, horizon: int, cell: str, hidden_size: int, num_layers: int,
+                 dropout: float, revin: bool, segment_len: int, channel_independent: bool):
+        super().__init__()
+        self.n_channels, self.horizon = n_channels, horizon
+        self.revin, self.segment_len = revin, segment_len
+        self.channel_independent = channel_independent
+        width = 1 if channel_independent else n_channels
+        step_size = width * max(segment_len, 1)
+        self.embed = nn.Sequential(nn.Linear(step_size, hidden_size), nn.ReLU()) if segment_len else None
+        self.backbone = RecurrentBackbone(cell, hidden_size if segment_len else step_size,
+                                          hidden_size, num_layers, False, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, horizon * width)
+
+    def forward(self, past: torch.Tensor) -> torch.Tensor:
+        batch, lookback, channels = past.shape
+        if self.revin:
+            mean = past.mean(1, keepdim=True)
+            std = torch.sqrt(past.var(1, keepdim=True, unbiased=False) + 1e-5)
+            past = (past - mean) / std
+        x = past.permute(0, 2, 1).reshape(batch * channels, lookback, 1) if self.channel_independent else past
+        if self.segment_len:
+            x = self.embed(x.reshape(x.shape[0], lookback // self.segment_len, -1))
+        states = self.backbone(x)
+        out = self.head(self.dropout(states[:, -1]))
+        if self.channel_independent:
+            out = out.view(batch, channels, self.horizon).permute(0, 2, 1)
+        else:
+            out = out.view(batch, self.horizon, channels)
+        if self.revin:
+            out = out * std + mean
+        return out
+
+
+def build_model(kind: str, args: dict) -> nn.Module:
+    """Rebuild a model from the plain `model_args` stored in a checkpoint."""
+    return {"classifier": SequenceClassifier, "forecaster": Forecaster}[kind](**args)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

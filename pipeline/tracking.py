@@ -1,0 +1,163 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+- Where: `tracking.uri` (sqlite:///mlflow.db at the repo root by default); the
+  MLFLOW_TRACKING_URI environment variable wins over it.
+- One experiment per task (`<prefix><task>`), one run per model, named after the model.
+- Tags: git commit and dirty flag, the DVC stage, and DVC_EXP_NAME when DVC sets it.
+- `tracking.enabled: false` gives a tracker that does nothing.
+- An unreachable tracking server is an error at start-up, before any training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipeline.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+class TrackingError(RuntimeError):
+    """The tracking backend cannot be used."""
+
+
+def resolve_uri(tracking: TrackingConfig) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_tags(cwd: str | Path = ".") -> dict[str, str]:
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git.commit": commit or "unknown",
+            "git.dirty": "unknown" if status is None else str(bool(status)).lower()}
+
+
+def run_tags(stage: str) -> dict[str, str]:
+    tags = {**git_tags(), "dvc.stage": stage}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast when a tracking server does not answer (local stores need no check)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({exc}); start it, point "
+            "MLFLOW_TRACKING_URI elsewhere, or set tracking.enabled=false") from None
+
+
+class NullTracker:
+    """Tracking switched off: every call does nothing."""
+
+    run_id: str | None = None
+    experiment_id: str | None = None
+    uri: str | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_dataset(self, name: str, source: str, digest: str, context: str) -> None: ...
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None: ...
+    def log_torch_model(self, model, input_example) -> None: ...
+    def end(self, status: str = "FINISHED") -> None: ...
+
+    def handoff(self) -> dict[str, str | None]:
+        """What later stages need to add to the same run."""
+        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.uri}
+
+
+class MlflowTracker(NullTracker):
+    def __init__(self, uri: str, experiment: str, run_name: str, run_id: str | None = None):
+        import mlflow
+
+        check_reachable(uri)
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.experiment_id = mlflow.set_experiment(experiment).experiment_id
+        run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=run_name)
+        self.run_id = run.info.run_id
+        self._mlflow = mlflow
+
+    def log_params(self, params):
+        self._mlflow.log_params({k: str(v) for k, v in params.items()})  # one call
+
+    def log_metrics(self, metrics, step=None):
+        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def set_tags(self, tags):
+        self._mlflow.set_tags(dict(tags))
+
+    def log_dataset(self, name, source, digest, context):
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+
+        source = LocalArtifactDatasetSource(Path(source).resolve().as_uri())
+        dataset = MetaDataset(source, name=name, digest=digest[:36])
+        self._mlflow.log_input(dataset, context=context)
+
+    def log_artifact(self, path, folder=None):
+        self._mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def log_torch_model(self, model, input_example):
+        """The PyTorch model with a signature whose batch and time axes are dynamic.
+
+        The tensors stay unnamed: MLflow's PyTorch flavour serves one plain array.
+        """
+        import numpy as np
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import Schema, TensorSpec
+
+        with torch.no_grad():
+            output = model(torch.from_numpy(input_example)).numpy()
+        signature = ModelSignature(  # batch and time axes of the input are dynamic
+            inputs=Schema([TensorSpec(input_example.dtype, (-1, -1, *input_example.shape[2:]))]),
+            outputs=Schema([TensorSpec(np.dtype(output.dtype), (-1, *output.shape[1:]))]))
+        self._mlflow.pytorch.log_model(
+            model, name="pytorch-model", signature=signature, input_example=input_example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            serialization_format="pickle")  # an nn.Module: any batch and length, unlike a pt2 export
+
+    def end(self, status="FINISHED"):
+        self._mlflow.end_run(status=status)
+
+
+def open_tracker(tracking: TrackingConfig, task: str, model: str, run_id: str | None = None) -> NullTracker:
+    if not tracking.enabled:
+        log.info("MLflow tracking is off (tracking.enabled=false)")
+        return NullTracker()
+    uri = resolve_uri(tracking)
+    tracker = MlflowTracker(uri, f"{tracking.experiment_prefix}{task}", model, run_id)
+    log.info("MLflow: %s, experiment %s%s, run %s", uri, tracking.experiment_prefix, task, tracker.run_id)
+    return tracker

@@ -1,0 +1,341 @@
+"""Stage `train@<task>-<model>`: train one baseline, evaluate it once on test, track it.
+
+    python -m pipeline.train <task> <model>        # e.g. imdb gru
+
+- Device: CUDA (cuDNN) when present, else CPU; bf16 autocast on CUDA when configured.
+- AdamW with a one-cycle schedule (warm-up, cosine decay), gradient clipping, early
+  stopping on the validation metric; the best weights are kept.
+- Every epoch writes a resume checkpoint under paths.checkpoints. A run killed at any
+  point and started again resumes from it: each epoch's randomness is seeded by
+  (seed, epoch), so the resumed run ends with the same metrics as an uninterrupted one.
+- The best checkpoint is evaluated once on test, beside a naive baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.config import Config, ConfigError, ImdbTask, load_task
+from pipeline.datasets import TaskData, load_task_data
+from pipeline.files import atomic_path, write_json_atomic
+from pipeline.models import build_model, count_parameters
+from pipeline.reporting import write_train_plots
+from pipeline.tracking import TrackingError, flatten, open_tracker, run_tags
+
+log = logging.getLogger(__name__)
+
+
+# ---- what differs between the two task kinds ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Loss, the validation metric that early stopping watches, and its direction."""
+
+    loss: nn.Module
+    monitor: str
+    maximize: bool
+
+
+def objective_for(task) -> Objective:
+    if isinstance(task, ImdbTask):
+        return Objective(nn.CrossEntropyLoss(), "val/acc", maximize=True)
+    return Objective(nn.MSELoss(), "val/mse", maximize=False)
+
+
+def model_args_for(config: Config, task_name: str, model_name: str, meta: dict) -> dict:
+    """Plain arguments (stored in the checkpoint) that rebuild the model."""
+    task, model = config.task[task_name], config.model[model_name]
+    if isinstance(task, ImdbTask):
+        head = model.classifier
+        args = dict(vocab_size=meta["vocab_size"], num_classes=len(meta["labels"]), cell=model.cell,
+                    embedding_dim=head.embedding_dim, hidden_size=head.hidden_size,
+                    num_layers=head.num_layers, bidirectional=head.bidirectional,
+                    dropout=head.dropout, embedding_dropout=head.embedding_dropout,
+                    pooling=list(head.pooling), pad_id=meta["pad_id"])
+        return {"kind": "classifier", "args": args}
+    head = model.forecaster
+    if head.segment_len and meta["lookback"] % head.segment_len:
+        raise ConfigError(f"model.{model_name}.forecaster.segment_len={head.segment_len} must divide "
+                          f"task.{task_name}.prepare.lookback={meta['lookback']}")
+    args = dict(n_channels=len(meta["columns"]), horizon=meta["horizon"], cell=model.cell,
+                hidden_size=head.hidden_size, num_layers=head.num_layers, dropout=head.dropout,
+                revin=head.revin, segment_len=head.segment_len,
+                channel_independent=head.channel_independent)
+    return {"kind": "forecaster", "args": args}
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    outputs, targets = [], []
+    for inputs, target in loader:
+        outputs.append(model(inputs.to(device)).float().cpu())
+        targets.append(target)
+    return torch.cat(outputs).numpy(), torch.cat(targets).numpy()
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    probabilities = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    predicted = probabilities.argmax(1)
+    return {f"{split}/loss": loss, f"{split}/acc": accuracy_score(labels, predicted),
+            f"{split}/f1": f1_score(labels, predicted), f"{split}/auc": roc_auc_score(labels, probabilities[:, 1])}
+
+
+def forecast_metrics(forecast: np.ndarray, truth: np.ndarray, split: str) -> dict[str, float]:
+    """MSE and MAE on the normalised scale, over every window, step and channel."""
+    error = forecast - truth
+    return {f"{split}/loss": float((error ** 2).mean()), f"{split}/mse": float((error ** 2).mean()),
+            f"{split}/mae": float(np.abs(error).mean())}
+
+
+def evaluate(model, loader, device, kind: str, split: str) -> dict[str, float]:
+    outputs, targets = predict(model, loader, device)
+    return (classification_metrics if kind == "classifier" else forecast_metrics)(outputs, targets, split)
+
+
+def naive_baseline(data: TaskData, kind: str) -> dict[str, float]:
+    """The sanity floor: majority class (IMDB) or repeat-last-value (forecasting), on test."""
+    if kind == "classifier":
+        train_labels = data.train.dataset.labels.numpy()
+        test_labels = data.test.dataset.labels.numpy()
+        majority = np.bincount(train_labels).argmax()
+        return {"baseline/acc": float((test_labels == majority).mean())}
+    past, future = zip(*(data.test.dataset[i] for i in range(len(data.test.dataset))))
+    past, future = torch.stack(past).numpy(), torch.stack(future).numpy()
+    repeated = np.repeat(past[:, -1:], future.shape[1], axis=1)
+    metrics = forecast_metrics(repeated, future, "baseline")
+    return {"baseline/mse": metrics["baseline/mse"], "baseline/mae": metrics["baseline/mae"]}
+
+
+# ---- training ------------------------------------------------------------------------------
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but torch sees no CUDA device; use auto or cpu")
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(setting)
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Dropout and data order of an epoch depend on (seed, epoch) only: resumable exactly."""
+    torch.manual_seed(seed * 100_003 + epoch)
+
+
+def train_epoch(model, loader, optimizer, scheduler, loss_fn, device, grad_clip, autocast, desc) -> tuple[float, int]:
+    model.train()
+    total_loss, samples = 0.0, 0
+    start = time.perf_counter()
+    with tqdm(loader, desc=desc, leave=False, disable=None) as bar:
+        for inputs, target in bar:
+            inputs, target = inputs.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = loss_fn(model(inputs).float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(target)
+            samples += len(target)
+            bar.set_postfix(loss=f"{total_loss / samples:.4f}",
+                            samples_per_s=f"{samples / (time.perf_counter() - start):.0f}")
+    return total_loss / samples, samples
+
+
+def fingerprint(config: Config, task_name: str, model_name: str, data_digest: str) -> str:
+    """What a resume checkpoint must match: this run's settings and its data."""
+    import hashlib
+    import json
+
+    relevant = {"task": config.task[task_name].model_dump(), "model": config.model[model_name].model_dump(),
+                "train": config.train.model_dump(), "seed": config.seed, "data": data_digest}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def load_resume(path: Path, expected: str) -> dict | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != expected:
+        log.warning("ignoring %s: it belongs to other settings or data", path)
+        return None
+    return state
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def fit(config: Config, task_name: str, model_name: str, stage: str) -> dict[str, float]:
+    task = config.task[task_name]
+    kind = "classifier" if isinstance(task, ImdbTask) else "forecaster"
+    name = f"{task_name}-{model_name}"
+    device = pick_device(config.train.device)
+    autocast = config.train.precision == "bf16" and device.type == "cuda"
+    torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
+    data = load_task_data(task.kind, task.paths.prepared, task.train.batch_size,
+                          task.train.eval_batch_size, config.seed, config.train.num_workers)
+    spec = model_args_for(config, task_name, model_name, data.meta)
+    objective = objective_for(task)
+
+    resume_path = Path(config.paths.checkpoints) / name / "last.pt"
+    print_ = fingerprint(config, task_name, model_name, data.digest)
+    resume = load_resume(resume_path, print_)
+
+    torch.manual_seed(config.seed)
+    model = build_model(spec["kind"], spec["args"]).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    epochs = task.train.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.train.lr, total_steps=epochs * len(data.train),
+        pct_start=max(config.train.warmup_fraction, 1e-3), anneal_strategy="cos")
+    history: list[dict[str, float]] = []
+    best = {"metric": -math.inf if objective.maximize else math.inf, "epoch": 0, "state": None}
+    start_epoch, train_seconds, samples_seen, bad_epochs, run_id = 1, 0.0, 0, 0, None
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        history, best = resume["history"], resume["best"]
+        start_epoch, train_seconds, samples_seen = resume["epoch"] + 1, resume["train_seconds"], resume["samples"]
+        bad_epochs, run_id = resume["bad_epochs"], resume["run_id"]
+        log.info("resuming %s from epoch %d (%s)", name, resume["epoch"], resume_path)
+
+    tracker = open_tracker(config.tracking, task_name, model_name, run_id)
+    if resume is None:
+        run_config = {"task": {task_name: task.model_dump()}, "model": {model_name: config.model[model_name].model_dump()},
+                      "train": config.train.model_dump(), "seed": config.seed}
+        tracker.log_params(flatten(run_config))
+        tracker.set_tags({**run_tags(stage), "device": device.type, "cudnn": str(torch.backends.cudnn.version())})
+        for split in ("train", "val", "test"):
+            tracker.log_dataset(f"{task_name}-{split}", f"{task.paths.prepared}/{split}.npz", data.digest,
+                                {"train": "training", "val": "validation", "test": "testing"}[split])
+    log.info("training %s on %s: %d parameters, %d epochs", name, device, count_parameters(model), epochs)
+
+    for epoch in range(start_epoch, epochs + 1):
+        if bad_epochs >= config.train.patience:
+            break
+        seed_epoch(config.seed, epoch)
+        data.train.batch_sampler.set_epoch(epoch)
+        tick = time.perf_counter()
+        train_loss, samples = train_epoch(model, data.train, optimizer, scheduler, objective.loss, device,
+                                          config.train.grad_clip, autocast, f"{name} epoch {epoch}/{epochs}")
+        epoch_seconds = time.perf_counter() - tick
+        train_seconds += epoch_seconds
+        samples_seen += samples
+        row = {"epoch": epoch, "train/loss": train_loss, **evaluate(model, data.val, device, kind, "val"),
+               "lr": scheduler.get_last_lr()[0], "train/samples_per_s": samples / epoch_seconds,
+               "epoch/seconds": epoch_seconds}
+        history.append(row)
+        improved = row[objective.monitor] > best["metric"] if objective.maximize else row[objective.monitor] < best["metric"]
+        if improved:
+            best = {"metric": row[objective.monitor], "epoch": epoch,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        log.info("%s epoch %d: %s", name, epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+        save_checkpoint(resume_path, {
+            "fingerprint": print_, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "history": history, "best": best, "train_seconds": train_seconds,
+            "samples": samples_seen, "bad_epochs": bad_epochs, "run_id": tracker.run_id})
+
+    model.load_state_dict(best["state"])
+    test_outputs, test_targets = predict(model, data.test, device)
+    metrics_fn = classification_metrics if kind == "classifier" else forecast_metrics
+    final = {
+        **metrics_fn(test_outputs, test_targets, "test"),
+        **naive_baseline(data, kind),
+        f"best/{objective.monitor}": best["metric"],
+        "best/epoch": best["epoch"],
+        "epochs": len(history),
+        "train/seconds": round(train_seconds, 2),
+        "train/samples_per_s": round(samples_seen / train_seconds, 2),
+        "params/count": count_parameters(model),
+    }
+    return FitResult(final, history, model.cpu(), spec, tracker, test_outputs, test_targets, data, resume_path)
+
+
+@dataclass
+class FitResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    model: nn.Module
+    spec: dict
+    tracker: object
+    test_outputs: np.ndarray
+    test_targets: np.ndarray
+    data: TaskData
+    resume_path: Path
+
+
+def write_outputs(config: Config, task_name: str, model_name: str, result: FitResult) -> None:
+    """Checkpoint, metrics, plots and the MLflow hand-off; then log them and drop the resume state."""
+    task = config.task[task_name]
+    name = f"{task_name}-{model_name}"
+    model_dir = Path(config.paths.models) / name
+    checkpoint = model_dir / "model.pt"
+    save_checkpoint(checkpoint, {"state_dict": result.model.state_dict(), "model_args": result.spec,
+                                 "config": config.model_dump()})
+    metrics_path = Path(config.paths.metrics) / "train" / f"{name}.json"
+    write_json_atomic(metrics_path, result.metrics)
+    plot_files = write_train_plots(Path(config.paths.plots) / "train" / name, result.spec["kind"], result.history,
+                                   result.test_outputs, result.test_targets, result.data.meta)
+
+    tracker = result.tracker
+    tracker.log_metrics(result.metrics)
+    tracker.log_artifact("params.yaml", "config")
+    tracker.log_artifact(task.paths.card, "data")
+    for path in plot_files:
+        tracker.log_artifact(path, "plots")
+    example = next(iter(result.data.val))[0][:2].numpy()
+    tracker.log_torch_model(result.model.eval(), example)
+    write_json_atomic(model_dir / "mlflow.json", tracker.handoff())
+    tracker.end()
+    result.resume_path.unlink(missing_ok=True)
+    log.info("%s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m pipeline.train <task> <model>", file=sys.stderr)
+        return 2
+    task_name, model_name = args
+    stage = f"train@{task_name}-{model_name}"
+    try:
+        config, task = load_task(task_name)
+        if model_name not in config.model:
+            raise ConfigError(f"params.yaml: model.{model_name} not found; models are {sorted(config.model)}")
+        result = fit(config, task_name, model_name, stage)
+    except (ConfigError, TrackingError, FileNotFoundError) as exc:
+        print(f"{stage}: {exc}", file=sys.stderr)
+        return 1
+    write_outputs(config, task_name, model_name, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

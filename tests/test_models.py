@@ -1,0 +1,79 @@
+"""Models: masking makes padding harmless; the forecaster's options keep their promises."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.models import Forecaster, SequenceClassifier, build_model, reverse_valid
+
+
+def test_reverse_valid_reverses_within_each_length_and_leaves_padding():
+    x = torch.tensor([[1, 2, 3, 0, 0], [4, 5, 6, 7, 8]]).unsqueeze(-1)
+    out = reverse_valid(x, torch.tensor([3, 5])).squeeze(-1)
+    assert out.tolist() == [[3, 2, 1, 0, 0], [8, 7, 6, 5, 4]]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("pooling", [["last"], ["mean"], ["max"], ["last", "mean", "max"]])
+def test_adding_padding_never_changes_a_prediction(cell, bidirectional, pooling):
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=50, num_classes=2, cell=cell, embedding_dim=8, hidden_size=6,
+                               num_layers=2, bidirectional=bidirectional, dropout=0.0,
+                               embedding_dropout=0.0, pooling=pooling).eval()
+    ids = torch.randint(2, 50, (4, 9))
+    ids[1, 6:] = 0
+    ids[2, 2:] = 0
+    with torch.no_grad():
+        plain = model(ids)
+        padded = model(torch.cat([ids, torch.zeros(4, 7, dtype=torch.long)], dim=1))
+        alone = model(ids[2:3, :2])  # the same row with no padding at all
+    assert torch.allclose(plain, padded, atol=1e-6)
+    assert torch.allclose(plain[2:3], alone, atol=1e-6)
+
+
+def test_the_backward_direction_does_see_the_whole_row():
+    # Guard against a "fix" that simply ignores the backward pass: changing the first token
+    # must change the last-state pooling of a bidirectional model.
+    torch.manual_seed(0)
+    model = SequenceClassifier(50, 2, "gru", 8, 6, 1, True, 0.0, 0.0, ["last"]).eval()
+    ids = torch.randint(2, 50, (1, 6))
+    changed = ids.clone()
+    changed[0, 0] = 1 + (ids[0, 0] % 48) + 1
+    with torch.no_grad():
+        assert not torch.allclose(model(ids), model(changed))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("segment_len, independent", [(0, False), (0, True), (8, False), (8, True)])
+def test_forecaster_outputs_every_horizon_step_at_once(cell, segment_len, independent):
+    model = Forecaster(n_channels=3, horizon=5, cell=cell, hidden_size=8, num_layers=2, dropout=0.0,
+                       revin=True, segment_len=segment_len, channel_independent=independent).eval()
+    assert model(torch.randn(4, 16, 3)).shape == (4, 5, 3)
+
+
+def test_revin_makes_forecasts_follow_the_scale_and_offset_of_the_window():
+    torch.manual_seed(0)
+    model = Forecaster(2, 4, "gru", 8, 1, 0.0, revin=True, segment_len=4, channel_independent=True).eval()
+    past = torch.randn(3, 12, 2)
+    with torch.no_grad():
+        assert torch.allclose(model(past * 10 + 5), model(past) * 10 + 5, atol=1e-3)
+    plain = Forecaster(2, 4, "gru", 8, 1, 0.0, revin=False, segment_len=4, channel_independent=True).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(past * 10 + 5), plain(past) * 10 + 5, atol=1e-3)
+
+
+def test_channel_independent_forecaster_treats_channels_alike():
+    model = Forecaster(3, 4, "lstm", 8, 1, 0.0, revin=False, segment_len=0, channel_independent=True).eval()
+    past = torch.randn(2, 8, 3)
+    with torch.no_grad():
+        out = model(past)
+        swapped = model(past[..., [2, 1, 0]])
+    assert torch.allclose(out[..., [2, 1, 0]], swapped, atol=1e-6)
+
+
+def test_build_model_rebuilds_from_plain_arguments():
+    args = dict(n_channels=2, horizon=3, cell="gru", hidden_size=4, num_layers=1, dropout=0.0,
+                revin=False, segment_len=0, channel_independent=False)
+    assert isinstance(build_model("forecaster", args), Forecaster)
