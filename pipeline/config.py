@@ -70,6 +70,7 @@ class TaskPaths(Section):
     raw: str
     prepared: str
     card: str
+    embeddings: str | None = None  # text tasks: pretrained word vectors (stage embed)
 
 
 class ImdbPrepare(Section):
@@ -112,11 +113,20 @@ class TaskTrain(Section):
     eval_batch_size: PositiveInt
 
 
+class EmbeddingsConfig(Section):
+    dim: PositiveInt
+    window: PositiveInt
+    epochs: PositiveInt
+    skip_gram: bool
+    seed: int = Field(ge=0)
+
+
 class ImdbTask(Section):
     kind: Literal["imdb"]
     source: SourceConfig
     paths: TaskPaths
     prepare: ImdbPrepare
+    embeddings: EmbeddingsConfig
     train: TaskTrain
     head: ClassVar[str] = "classifier"
 
@@ -141,6 +151,7 @@ Dropout = Annotated[float, Field(ge=0, lt=1)]
 
 class ClassifierConfig(Section):
     embedding_dim: PositiveInt
+    pretrained_embeddings: bool
     hidden_size: PositiveInt
     num_layers: PositiveInt
     bidirectional: bool

@@ -7,7 +7,6 @@ seeded by (seed, epoch), so an epoch replays identically after a resume.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +15,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.data.timeseries import n_windows
-from pipeline.files import file_digest
+from pipeline.files import file_digest, read_json
 
 BUCKET_POOL = 50  # batches per pool that is sorted by length
-
-
-def read_meta(prepared_dir: str | Path) -> dict:
-    return json.loads((Path(prepared_dir) / "meta.json").read_text(encoding="utf-8"))
 
 
 def prepared_digest(prepared_dir: str | Path) -> str:
@@ -117,7 +112,7 @@ def _loader(dataset, batch_size, shuffle, seed, num_workers, lengths=None, colla
 def load_task_data(kind: str, prepared_dir: str | Path, batch_size: int, eval_batch_size: int,
                    seed: int, num_workers: int = 0) -> TaskData:
     prepared_dir = Path(prepared_dir)
-    meta = read_meta(prepared_dir)
+    meta = read_json(prepared_dir / "meta.json")
     loaders = {}
     for split in ("train", "val", "test"):
         arrays = np.load(prepared_dir / f"{split}.npz")

@@ -75,6 +75,17 @@ def model_args_for(config: Config, task_name: str, model_name: str, meta: dict) 
     return {"kind": "forecaster", "args": args}
 
 
+def pretrained_vectors(task: ImdbTask, model_name: str, args: dict) -> torch.Tensor:
+    path = Path(task.paths.embeddings) / "vectors.npy"
+    vectors = torch.from_numpy(np.load(path))
+    expected = (args["vocab_size"], args["embedding_dim"])
+    if tuple(vectors.shape) != expected:
+        raise ConfigError(f"{path}: vectors of shape {tuple(vectors.shape)} do not fit the embedding layer "
+                          f"{expected}; set task.imdb.embeddings.dim = model.{model_name}.classifier.embedding_dim "
+                          f"or model.{model_name}.classifier.pretrained_embeddings=false")
+    return vectors
+
+
 # ---- evaluation -----------------------------------------------------------------------------
 
 
@@ -203,7 +214,10 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> dict[str
     resume = load_resume(resume_path, print_)
 
     torch.manual_seed(config.seed)
-    model = build_model(spec["kind"], spec["args"]).to(device)
+    model = build_model(spec["kind"], spec["args"])
+    if kind == "classifier" and config.model[model_name].classifier.pretrained_embeddings:
+        model.embedding.weight.data.copy_(pretrained_vectors(task, model_name, spec["args"]))
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
     epochs = task.train.epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -33,6 +33,7 @@ ETT_COLUMNS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
 TINY_OVERRIDES = [
     "task.imdb.prepare.vocab_size=50", "task.imdb.prepare.max_len=32", "task.imdb.prepare.val_fraction=0.25",
     "task.etth1.prepare.lookback=24", "task.etth1.prepare.horizon=12", "task.etth1.prepare.borders=[240,320,400]",
+    "task.imdb.embeddings.dim=8", "task.imdb.embeddings.epochs=1",
     "task.imdb.train.epochs=2", "task.imdb.train.batch_size=8",
     "task.etth1.train.epochs=2", "task.etth1.train.batch_size=32",
     *(f"model.{m}.{key}" for m in ("lstm", "gru") for key in (
@@ -156,3 +157,15 @@ def compose_params(repo: Path, mirror: Path, *extra: str) -> None:
     run_in(repo, sys.executable, "-m", "pipeline.config", *TINY_OVERRIDES,
            f"task.imdb.source.offline.checksum={sha256_spec(mirror / 'aclImdb_v1.tar.gz')}",
            f"task.etth1.source.offline.checksum={sha256_spec(mirror / 'ETTh1.csv')}", *extra)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip, with the reason, where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; torch.cuda.is_available() is False here")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

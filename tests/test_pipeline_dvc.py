@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import compose_params, copy_repo, make_mirror, run_in
 
-STAGES = ["fetch@imdb", "fetch@etth1", "prepare@imdb", "prepare@etth1",
+STAGES = ["fetch@imdb", "fetch@etth1", "prepare@imdb", "prepare@etth1", "embed",
           "train@imdb-lstm", "train@imdb-gru", "train@etth1-lstm", "train@etth1-gru"]
 
 
@@ -40,7 +40,7 @@ def test_repro_fetches_prepares_and_writes_the_data_cards(pipeline_repo):
     etth1 = json.loads((repo / "metrics/data/etth1.json").read_text())
     assert [imdb["splits"][s]["count"] for s in ("train", "val", "test")] == [18, 6, 24]
     assert etth1["windows"] == {"train": 205, "val": 69, "test": 69}
-    assert sorted(p.name for p in (repo / "data/prepared/etth1").iterdir()) == [
+    assert sorted(p.name for p in (repo / "data/prepared/etth1/series").iterdir()) == [
         "meta.json", "test.npz", "train.npz", "val.npz"]
     lock = (repo / "dvc.lock").read_text()
     assert "prepare@imdb" in lock and "metrics/data/imdb.json" in lock

@@ -25,7 +25,7 @@ def repo(tmp_path_factory):
     mirror = make_mirror(root / "mirror")
     repo = copy_repo(root / "repo")
     compose_params(repo, mirror)
-    run_in(repo, "dvc", "repro", "prepare@imdb", "prepare@etth1", env={"RB_OFFLINE_DIR": str(mirror)})
+    run_in(repo, "dvc", "repro", "embed", "prepare@etth1", env={"RB_OFFLINE_DIR": str(mirror)})
     return repo
 
 
@@ -111,3 +111,13 @@ def test_a_segment_length_that_does_not_divide_the_lookback_is_named(repo):
     result = train(repo, "etth1", "gru", "model.gru.forecaster.segment_len=5", check=False)
     assert result.returncode == 1
     assert "model.gru.forecaster.segment_len=5 must divide task.etth1.prepare.lookback=24" in result.stderr
+
+
+@pytest.mark.gpu
+def test_training_runs_on_cuda_with_cudnn(repo):
+    train(repo, "etth1", "gru", "train.device=cuda", "train.precision=bf16", "tracking.uri=sqlite:///gpu.db")
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{repo}/gpu.db")
+    runs = client.search_runs([client.get_experiment_by_name("etth1").experiment_id])
+    assert runs[0].data.tags["device"] == "cuda"
+    assert runs[0].data.tags["cudnn"] not in ("None", "")
