@@ -273,6 +273,18 @@ def load_task(name: str, path: str | Path = PARAMS_FILE) -> tuple[Config, TaskCo
     return config, config.task[name]
 
 
+def stage_args(module: str, names: list[str], argv: list[str] | None) -> list[str]:
+    """Set up logging and return a stage's positional arguments; a wrong count exits (2) with usage."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != len(names):
+        print(f"usage: python -m {module} " + " ".join(f"<{n}>" for n in names), file=sys.stderr)
+        raise SystemExit(2)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Compose conf/ into params.yaml (validated). Pass Hydra overrides.")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import ConfigError, EmbeddingsConfig, ImdbTask, load_task
+from pipeline.config import ConfigError, EmbeddingsConfig, ImdbTask, load_task, stage_args
 from pipeline.data.imdb import read_reviews
 from pipeline.files import atomic_dir, read_json, write_json_atomic
 
@@ -61,27 +61,23 @@ def train_vectors(sentences: list[list[str]], vocab_size: int, settings: Embeddi
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m pipeline.embed <task>", file=sys.stderr)
-        return 2
+    (name,) = stage_args("pipeline.embed", ["task"], argv)
     try:
-        config, task = load_task(args[0])
+        _, task = load_task(name)
         if not isinstance(task, ImdbTask):
-            raise ConfigError(f"task.{args[0]} is not a text task (kind {task.kind}); embeddings are for imdb")
+            raise ConfigError(f"task.{name} is not a text task (kind {task.kind}); embeddings are for imdb")
         start = time.perf_counter()
         sentences = training_corpus(task.paths.raw, task.paths.prepared)
         meta = read_json(Path(task.paths.prepared) / "meta.json")
         vectors = train_vectors(sentences, meta["vocab_size"], task.embeddings, task.embeddings.seed)
     except ValueError as exc:
-        print(f"embed@{args[0]}: {exc}", file=sys.stderr)
+        print(f"embed: {exc}", file=sys.stderr)
         return 1
     with atomic_dir(task.paths.embeddings) as tmp:
         np.save(tmp / "vectors.npy", vectors)
         write_json_atomic(tmp / "meta.json", {**task.embeddings.model_dump(), "sentences": len(sentences),
                                               "tokens": sum(map(len, sentences)), "vocab_size": len(vectors)})
-    log.info("embed@%s: %d sentences, %d tokens, vectors %s in %.1fs", args[0], len(sentences),
+    log.info("embed %s: %d sentences, %d tokens, vectors %s in %.1fs", name, len(sentences),
              sum(map(len, sentences)), vectors.shape, time.perf_counter() - start)
     return 0
 

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 from tqdm import tqdm
 
 from pipeline.files import atomic_path, file_digest
-from pipeline.config import ConfigError, SourceConfig, load_task
+from pipeline.config import ConfigError, SourceConfig, load_task, stage_args
 
 log = logging.getLogger(__name__)
 
@@ -154,16 +154,12 @@ def fetch(location: Location, target: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m pipeline.fetch <task>", file=sys.stderr)
-        return 2
+    (name,) = stage_args("pipeline.fetch", ["task"], argv)
     try:
-        _, task = load_task(args[0])
+        _, task = load_task(name)
         fetch(resolve_location(task.source, os.environ.get(OFFLINE_ENV)), task.paths.raw)
     except (ConfigError, FetchError) as exc:
-        print(f"fetch@{args[0]}: {exc}", file=sys.stderr)
+        print(f"fetch@{name}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -12,19 +12,14 @@ import logging
 import sys
 import time
 
-from pipeline.config import ImdbTask, load_task
+from pipeline.config import ImdbTask, load_task, stage_args
 from pipeline.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m pipeline.prepare <task>", file=sys.stderr)
-        return 2
-    name = args[0]
+    (name,) = stage_args("pipeline.prepare", ["task"], argv)
     start = time.perf_counter()
     try:
         _, task = load_task(name)

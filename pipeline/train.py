@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.config import Config, ConfigError, ImdbTask, load_task
+from pipeline.config import Config, ConfigError, ImdbTask, load_task, stage_args
 from pipeline.datasets import TaskData, load_task_data
 from pipeline.files import atomic_path, write_json_atomic
 from pipeline.models import build_model, count_parameters
@@ -197,7 +197,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def fit(config: Config, task_name: str, model_name: str, stage: str) -> dict[str, float]:
+def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResult":
     task = config.task[task_name]
     kind = "classifier" if isinstance(task, ImdbTask) else "forecaster"
     name = f"{task_name}-{model_name}"
@@ -210,8 +210,8 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> dict[str
     objective = objective_for(task)
 
     resume_path = Path(config.paths.checkpoints) / name / "last.pt"
-    print_ = fingerprint(config, task_name, model_name, data.digest)
-    resume = load_resume(resume_path, print_)
+    run_fingerprint = fingerprint(config, task_name, model_name, data.digest)
+    resume = load_resume(resume_path, run_fingerprint)
 
     torch.manual_seed(config.seed)
     model = build_model(spec["kind"], spec["args"])
@@ -245,50 +245,53 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> dict[str
             tracker.log_dataset(f"{task_name}-{split}", f"{task.paths.prepared}/{split}.npz", data.digest,
                                 {"train": "training", "val": "validation", "test": "testing"}[split])
     log.info("training %s on %s: %d parameters, %d epochs", name, device, count_parameters(model), epochs)
+    try:  # an exception marks the MLflow run FAILED; a SIGKILL leaves it to be resumed
+        for epoch in range(start_epoch, epochs + 1):
+            if bad_epochs >= config.train.patience:
+                break
+            seed_epoch(config.seed, epoch)
+            data.train.batch_sampler.set_epoch(epoch)
+            tick = time.perf_counter()
+            train_loss, samples = train_epoch(model, data.train, optimizer, scheduler, objective.loss, device,
+                                              config.train.grad_clip, autocast, f"{name} epoch {epoch}/{epochs}")
+            epoch_seconds = time.perf_counter() - tick
+            train_seconds += epoch_seconds
+            samples_seen += samples
+            row = {"epoch": epoch, "train/loss": train_loss, **evaluate(model, data.val, device, kind, "val"),
+                   "lr": scheduler.get_last_lr()[0], "epoch/samples_per_s": samples / epoch_seconds,
+                   "epoch/seconds": epoch_seconds}
+            history.append(row)
+            improved = row[objective.monitor] > best["metric"] if objective.maximize else row[objective.monitor] < best["metric"]
+            if improved:
+                best = {"metric": row[objective.monitor], "epoch": epoch,
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            log.info("%s epoch %d: %s", name, epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+            save_checkpoint(resume_path, {
+                "fingerprint": run_fingerprint, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "history": history, "best": best, "train_seconds": train_seconds,
+                "samples": samples_seen, "bad_epochs": bad_epochs, "run_id": tracker.run_id})
 
-    for epoch in range(start_epoch, epochs + 1):
-        if bad_epochs >= config.train.patience:
-            break
-        seed_epoch(config.seed, epoch)
-        data.train.batch_sampler.set_epoch(epoch)
-        tick = time.perf_counter()
-        train_loss, samples = train_epoch(model, data.train, optimizer, scheduler, objective.loss, device,
-                                          config.train.grad_clip, autocast, f"{name} epoch {epoch}/{epochs}")
-        epoch_seconds = time.perf_counter() - tick
-        train_seconds += epoch_seconds
-        samples_seen += samples
-        row = {"epoch": epoch, "train/loss": train_loss, **evaluate(model, data.val, device, kind, "val"),
-               "lr": scheduler.get_last_lr()[0], "train/samples_per_s": samples / epoch_seconds,
-               "epoch/seconds": epoch_seconds}
-        history.append(row)
-        improved = row[objective.monitor] > best["metric"] if objective.maximize else row[objective.monitor] < best["metric"]
-        if improved:
-            best = {"metric": row[objective.monitor], "epoch": epoch,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        log.info("%s epoch %d: %s", name, epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
-        save_checkpoint(resume_path, {
-            "fingerprint": print_, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "history": history, "best": best, "train_seconds": train_seconds,
-            "samples": samples_seen, "bad_epochs": bad_epochs, "run_id": tracker.run_id})
-
-    model.load_state_dict(best["state"])
-    test_outputs, test_targets = predict(model, data.test, device)
-    metrics_fn = classification_metrics if kind == "classifier" else forecast_metrics
-    final = {
-        **metrics_fn(test_outputs, test_targets, "test"),
-        **naive_baseline(data, kind),
-        f"best/{objective.monitor}": best["metric"],
-        "best/epoch": best["epoch"],
-        "epochs": len(history),
-        "train/seconds": round(train_seconds, 2),
-        "train/samples_per_s": round(samples_seen / train_seconds, 2),
-        "params/count": count_parameters(model),
-    }
-    return FitResult(final, history, model.cpu(), spec, tracker, test_outputs, test_targets, data, resume_path)
+        model.load_state_dict(best["state"])
+        test_outputs, test_targets = predict(model, data.test, device)
+        metrics_fn = classification_metrics if kind == "classifier" else forecast_metrics
+        final = {
+            **metrics_fn(test_outputs, test_targets, "test"),
+            **naive_baseline(data, kind),
+            f"best/{objective.monitor}": best["metric"],
+            "best/epoch": best["epoch"],
+            "epochs": len(history),
+            "train/seconds": round(train_seconds, 2),
+            "train/samples_per_s": round(samples_seen / train_seconds, 2),
+            "params/count": count_parameters(model),
+        }
+        return FitResult(final, history, model.cpu(), spec, tracker, test_outputs, test_targets, data, resume_path)
+    except Exception:
+        tracker.end("FAILED")
+        raise
 
 
 @dataclass
@@ -332,12 +335,7 @@ def write_outputs(config: Config, task_name: str, model_name: str, result: FitRe
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m pipeline.train <task> <model>", file=sys.stderr)
-        return 2
-    task_name, model_name = args
+    task_name, model_name = stage_args("pipeline.train", ["task", "model"], argv)
     stage = f"train@{task_name}-{model_name}"
     try:
         config, task = load_task(task_name)

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from pipeline.config import ImdbPrepare
 from pipeline.data.imdb import (PAD_ID, UNK_ID, UnsafeArchiveError, build_tokenizer, encode,
                                 new_tokenizer, prepare, read_reviews, split_train_val)
-from tests.conftest import add_member, imdb_reviews, make_imdb_archive
+from tests.conftest import add_member, make_imdb_archive
 
 SETTINGS = ImdbPrepare(vocab_size=20, min_freq=2, vocab_from_unsup=False, max_len=16,
                        truncation_side="right", val_fraction=0.25, split_seed=0)
