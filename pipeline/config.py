@@ -47,6 +47,7 @@ class PathsConfig(Section):
     raw: str
     prepared: str
     models: str
+    onnx: str
     metrics: str
     plots: str
     checkpoints: str

@@ -90,6 +90,7 @@ class NullTracker:
     def log_dataset(self, name: str, source: str, digest: str, context: str) -> None: ...
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None: ...
     def log_torch_model(self, model, input_example) -> None: ...
+    def log_onnx_model(self, path: str | Path) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
     def handoff(self) -> dict[str, str | None]:
@@ -148,6 +149,26 @@ class MlflowTracker(NullTracker):
             model, name="pytorch-model", signature=signature, input_example=input_example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             serialization_format="pickle")  # an nn.Module: any batch and length, unlike a pt2 export
+
+    def log_onnx_model(self, path):
+        """The ONNX model, its signature read from the graph (dynamic axes stay -1)."""
+        import numpy as np
+        import onnx
+        import onnxruntime
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import Schema, TensorSpec
+
+        graph = onnx.load(str(path))
+
+        def spec(value):
+            tensor = value.type.tensor_type
+            shape = tuple(d.dim_value if d.dim_value else -1 for d in tensor.shape.dim)
+            return TensorSpec(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)), shape, value.name)
+
+        signature = ModelSignature(inputs=Schema([spec(v) for v in graph.graph.input]),
+                                   outputs=Schema([spec(v) for v in graph.graph.output]))
+        self._mlflow.onnx.log_model(graph, name="onnx-model", signature=signature,
+                                    pip_requirements=[f"onnxruntime-gpu=={onnxruntime.__version__}"])
 
     def end(self, status="FINISHED"):
         self._mlflow.end_run(status=status)

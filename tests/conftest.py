@@ -159,6 +159,18 @@ def compose_params(repo: Path, mirror: Path, *extra: str) -> None:
            f"task.etth1.source.offline.checksum={sha256_spec(mirror / 'ETTh1.csv')}", *extra)
 
 
+@pytest.fixture(scope="session")
+def pipeline_repo(tmp_path_factory):
+    """A repo copy whose whole pipeline ran once through `dvc repro` in offline mode."""
+    root = tmp_path_factory.mktemp("dvc")
+    mirror = make_mirror(root / "mirror")
+    repo = copy_repo(root / "repo")
+    compose_params(repo, mirror)
+    env = {"RB_OFFLINE_DIR": str(mirror)}
+    result = run_in(repo, "dvc", "repro", env=env)
+    return repo, mirror, env, result
+
+
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests skip, with the reason, where torch sees no CUDA device."""
     import torch

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.conftest import compose_params, copy_repo, make_mirror, run_in
 
 STAGES = ["fetch@imdb", "fetch@etth1", "prepare@imdb", "prepare@etth1", "embed",
-          "train@imdb-lstm", "train@imdb-gru", "train@etth1-lstm", "train@etth1-gru"]
-
-
-@pytest.fixture(scope="module")
-def pipeline_repo(tmp_path_factory):
-    """A repo copy whose whole pipeline ran once through `dvc repro` in offline mode."""
-    root = tmp_path_factory.mktemp("dvc")
-    mirror = make_mirror(root / "mirror")
-    repo = copy_repo(root / "repo")
-    compose_params(repo, mirror)
-    env = {"RB_OFFLINE_DIR": str(mirror)}
-    result = run_in(repo, "dvc", "repro", env=env)
-    return repo, mirror, env, result
+          *(f"{stage}@{task}-{model}" for stage in ("train", "export", "validate")
+            for task in ("imdb", "etth1") for model in ("lstm", "gru"))]
 
 
 def test_dvc_dag_lists_every_stage(pipeline_repo):
@@ -119,7 +106,11 @@ def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo
             assert handoff["run_id"] == run_id
             logged = client.search_logged_models([experiment.experiment_id],
                                                  filter_string=f"source_run_id = '{run_id}'")
-            assert [m.name for m in logged] == ["pytorch-model"]
+            assert sorted(m.name for m in logged) == ["onnx-model", "pytorch-model"]
+            assert run.data.tags["onnx.cpu.status"] == "ok" and "onnx/cpu/max_abs_diff" in run.data.metrics
+            onnx_model = next(m for m in logged if m.name == "onnx-model")
+            signature = logged_signature(repo, onnx_model.model_id)
+            assert signature.inputs.inputs[0].shape[:2] == (-1, -1)  # dynamic batch and time
 
 
 def test_a_wrong_mirror_checksum_fails_the_stage_and_leaves_no_output(tmp_path):
@@ -131,3 +122,15 @@ def test_a_wrong_mirror_checksum_fails_the_stage_and_leaves_no_output(tmp_path):
     assert "checksum mismatch" in result.stderr + result.stdout
     assert not (repo / "data/raw/ETTh1.csv").exists()
     assert list((repo / "data/raw").glob("*")) in ([], [repo / "data/raw/.gitignore"])
+
+
+def logged_signature(repo, model_id):
+    import mlflow
+    from mlflow.models import Model
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{repo}/mlflow.db")
+    try:
+        return Model.load(f"models:/{model_id}").signature
+    finally:
+        mlflow.set_tracking_uri(previous)

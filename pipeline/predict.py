@@ -1,0 +1,182 @@
+"""Deployment path: onnxruntime, numpy and the tokenizer only. Never torch, never training code.
+
+    python -m pipeline.predict onnx/imdb-gru/model.onnx --text "A wonderful film." --text "Dull."
+    python -m pipeline.predict onnx/imdb-gru/model.onnx --file reviews.txt      # one review per line
+    python -m pipeline.predict onnx/etth1-lstm/model.onnx --csv last_week.csv    # >= L rows
+    python -m pipeline.predict models:/imdb-gru@champion --text "..."            # an MLflow model URI
+
+Everything needed to prepare the input comes from the model's own metadata_props (written
+by pipeline.export): the tokenizer (inline, checked against its sha256) with its padding
+and truncation, or the normalisation statistics, columns, lookback and horizon. The output
+is JSON on stdout: class probabilities per text, or the forecast per step and column in
+the data's own units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+PREFIX = "rb."  # the metadata keys pipeline.export writes
+
+
+class PredictError(ValueError):
+    """Input or model that this deployment path cannot use; the message says which and why."""
+
+
+def resolve_model(source: str) -> Path:
+    """An .onnx path, or an MLflow model URI downloaded to a local folder."""
+    if "://" in source or source.startswith("models:/") or source.startswith("runs:/"):
+        import mlflow.artifacts
+
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+        found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
+        if not found:
+            raise PredictError(f"{source}: no .onnx file in the downloaded model ({local})")
+        return found[0]
+    path = Path(source)
+    if not path.is_file():
+        raise PredictError(f"{source}: no such ONNX file")
+    return path
+
+
+def open_model(path: Path):
+    """(session, metadata) for a model of this project; anything else is refused clearly."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types
+        raise PredictError(f"{path}: not a loadable ONNX model ({exc})") from None
+    props = session.get_modelmeta().custom_metadata_map
+    meta = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+    missing = [k for k in ("task", "kind") if k not in meta]
+    if missing:
+        raise PredictError(f"{path}: not a model exported by this project (metadata {PREFIX}{missing[0]} "
+                           "missing); export it with `python -m pipeline.export`")
+    return session, meta
+
+
+# ---- text classification --------------------------------------------------------------------
+
+
+def read_texts(texts: list[str] | None, file: str | None) -> list[str]:
+    collected = list(texts or [])
+    if file:
+        try:
+            content = Path(file).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PredictError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        except OSError as exc:
+            raise PredictError(f"{file}: cannot read ({exc.strerror})") from None
+        collected += [line for line in content.splitlines() if line.strip()]
+    if not collected:
+        raise PredictError("no text given: pass --text TEXT (repeatable) or --file FILE (one review per line)")
+    empty = [i for i, text in enumerate(collected) if not text.strip()]
+    if empty:
+        raise PredictError(f"text #{empty[0]} is empty; every review needs at least one word")
+    return collected
+
+
+def load_tokenizer(meta: dict, override: str | None):
+    from tokenizers import Tokenizer
+
+    text = Path(override).read_text(encoding="utf-8") if override else meta.get("tokenizer_json")
+    if text is None:
+        raise PredictError("the model carries no tokenizer; pass --tokenizer data/prepared/imdb/encoded/tokenizer.json")
+    found = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if found != meta.get("tokenizer_sha256"):
+        raise PredictError(f"tokenizer sha256 {found} differs from the model's {meta.get('tokenizer_sha256')}: "
+                           "it is not the tokenizer this model was trained with")
+    return Tokenizer.from_str(text)
+
+
+def encode(tokenizer, texts: list[str]) -> np.ndarray:
+    """Token ids [N, T], right-padded and truncated exactly as in training."""
+    return np.array([e.ids for e in tokenizer.encode_batch(texts)], dtype=np.int64)
+
+
+def classify(session, meta: dict, texts: list[str], tokenizer) -> list[dict]:
+    labels = json.loads(meta["labels"])
+    probabilities = session.run(["probabilities"], {"input_ids": encode(tokenizer, texts)})[0]
+    return [{"text": text[:80], "label": labels[int(p.argmax())],
+             "probabilities": {label: float(v) for label, v in zip(labels, p)}}
+            for text, p in zip(texts, probabilities)]
+
+
+# ---- forecasting -------------------------------------------------------------------------------
+
+
+def read_window(path: str, meta: dict) -> tuple[np.ndarray, list[str]]:
+    """The last L rows of the model's columns, in file order; timestamps kept when present."""
+    columns, lookback = json.loads(meta["columns"]), int(meta["lookback"])
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PredictError(f"{path}: cannot read as UTF-8 CSV ({exc})") from None
+    header = list(rows[0]) if rows else []
+    absent = [c for c in columns if c not in header]
+    if absent:
+        raise PredictError(f"{path}: column(s) {absent} not found; the model needs {columns}, the header has {header}")
+    if len(rows) < lookback:
+        raise PredictError(f"{path}: {len(rows)} data rows, but the model looks back {lookback} rows")
+    rows = rows[-lookback:]
+    values = np.empty((lookback, len(columns)), dtype=np.float64)
+    first_line = 2 + len(rows) - lookback
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            try:
+                values[r, c] = float(row[column])
+            except (TypeError, ValueError):
+                raise PredictError(f"{path}: line {first_line + r}, column {column!r}: "
+                                   f"{row[column]!r} is not a number") from None
+    times = [row.get(meta.get("time_column", ""), "") for row in rows]
+    return values, times
+
+
+def forecast(session, meta: dict, values: np.ndarray) -> dict:
+    mean, std = np.array(json.loads(meta["mean"])), np.array(json.loads(meta["std"]))
+    past = ((values - mean) / std).astype(np.float32)[None]
+    out = session.run(["forecast"], {"past": past})[0][0] * std + mean
+    columns = json.loads(meta["columns"])
+    return {"columns": columns, "horizon": int(meta["horizon"]),
+            "forecast": [dict(zip(columns, map(float, step))) for step in out]}
+
+
+# ---- entry point -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="an .onnx file or an MLflow model URI (models:/name@alias, runs:/...)")
+    parser.add_argument("--text", action="append", help="a review to classify (repeatable)")
+    parser.add_argument("--file", help="a UTF-8 file of reviews, one per line")
+    parser.add_argument("--csv", help="a CSV slice with the model's columns; its last L rows are used")
+    parser.add_argument("--tokenizer", help="a tokenizer.json to use instead of the one inside the model")
+    args = parser.parse_args(argv)
+    try:
+        session, meta = open_model(resolve_model(args.model))
+        if meta["kind"] == "classifier":
+            result = classify(session, meta, read_texts(args.text, args.file), load_tokenizer(meta, args.tokenizer))
+        else:
+            if not args.csv:
+                raise PredictError(f"model {meta['task']} forecasts a series: pass --csv FILE")
+            values, times = read_window(args.csv, meta)
+            result = {**forecast(session, meta, values), "after": times[-1]}
+    except PredictError as exc:
+        print(f"predict: {exc}", file=sys.stderr)
+        return 2
+    json.dump({"task": meta["task"], "model": meta["model"], "predictions": result}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""ONNX export, onnxruntime validation and the torch-free deployment path, on the fixture run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pipeline.export import load_checkpoint
+from pipeline.validate import (MAX_ABS_DIFF, PROVIDERS, failed_gates, max_abs_diff, open_session,
+                               parity_inputs)
+from tests.conftest import run_in
+
+
+def onnx_path(repo, name):
+    return repo / "onnx" / name / "model.onnx"
+
+
+@pytest.mark.parametrize("name", ["imdb-gru", "etth1-lstm"])
+def test_export_has_named_dynamic_io_an_explicit_opset_and_deployment_metadata(pipeline_repo, name):
+    repo, *_ = pipeline_repo
+    model = onnx.load(str(onnx_path(repo, name)))
+    onnx.checker.check_model(model, full_check=True)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["rb.task"] == name.split("-")[0] and meta["rb.model"] == name.split("-")[1]
+    assert "rb.git_commit" in meta and "test/" in meta["rb.test_metrics"]
+    if name.startswith("imdb"):
+        assert inputs == {"input_ids": ["batch", "sequence"]}
+        assert [o.name for o in model.graph.output] == ["logits", "probabilities"]
+        assert json.loads(meta["rb.labels"]) == ["neg", "pos"] and meta["rb.pad_id"] == "0"
+        assert meta["rb.max_len"] == "32" and len(meta["rb.tokenizer_sha256"]) == 64
+    else:
+        assert inputs == {"past": ["batch", "time", 7]}
+        assert len(json.loads(meta["rb.mean"])) == 7 and meta["rb.lookback"] == "24" and meta["rb.horizon"] == "12"
+
+
+def test_validation_report_holds_every_figure_and_passes_on_the_cpu(pipeline_repo):
+    repo, *_ = pipeline_repo
+    report = json.loads((repo / "metrics/onnx/imdb-lstm.json").read_text())
+    assert report["passed"] is True
+    cpu = report["cpu"]
+    assert cpu["status"] == "ok" and cpu["max_abs_diff"] <= 1e-4 and cpu["metric_delta"] <= 1e-3
+    for key in ("latency_ms_b1_p50", "latency_ms_b64_p50", "speedup_vs_torch_b1", "speedup_vs_torch_b64"):
+        assert cpu[key] > 0
+    assert report["cuda"]["status"] in ("ok", "unavailable")
+    if report["cuda"]["status"] == "unavailable":
+        assert report["cuda"]["reason"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA works here; the fallback cannot be observed")
+def test_a_cuda_session_that_falls_back_to_the_cpu_is_reported_unavailable(pipeline_repo):
+    repo, *_ = pipeline_repo
+    session, reason = open_session(onnx_path(repo, "etth1-gru"), PROVIDERS["cuda"])
+    assert session is None
+    assert "CUDAExecutionProvider" in reason
+    report = {"metric": "test/mse", "cpu": {"status": "ok", "max_abs_diff": 0.0, "max_abs_diff_limit": 1e-4,
+                                            "metric_delta": 0.0},
+              "cuda": {"status": "unavailable", "reason": reason}}
+    assert failed_gates(report, ["CPUExecutionProvider"]) == []
+    assert failed_gates(report, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        f"required provider CUDAExecutionProvider is unavailable: {reason}"]
+
+
+def test_parity_check_catches_a_gru_exported_without_linear_before_reset(pipeline_repo, tmp_path):
+    repo, *_ = pipeline_repo
+    model = onnx.load(str(onnx_path(repo, "imdb-gru")))
+    grus = [node for node in model.graph.node if node.op_type == "GRU"]
+    assert grus and all(a.i == 1 for n in grus for a in n.attribute if a.name == "linear_before_reset")
+    for node in grus:  # the known exporter bug: ONNX's default of 0 instead of PyTorch's 1
+        for attribute in node.attribute:
+            if attribute.name == "linear_before_reset":
+                attribute.i = 0
+    corrupted = tmp_path / "corrupted.onnx"
+    onnx.save(model, str(corrupted))
+
+    torch_model, spec = load_checkpoint(repo / "models/imdb-gru/model.pt")
+    meta = json.loads((repo / "data/prepared/imdb/encoded/meta.json").read_text())
+    inputs = parity_inputs(spec["kind"], spec["args"], meta)
+    good, _ = open_session(onnx_path(repo, "imdb-gru"), PROVIDERS["cpu"])
+    bad, _ = open_session(corrupted, PROVIDERS["cpu"])
+    cpu = torch.device("cpu")
+    assert max_abs_diff(good, torch_model, spec["kind"], inputs, cpu) <= MAX_ABS_DIFF["cpu"]
+    assert max_abs_diff(bad, torch_model, spec["kind"], inputs, cpu) > MAX_ABS_DIFF["cpu"]
+
+
+def test_parity_inputs_cover_batch_one_odd_batches_padding_and_lengths():
+    meta = {"max_len": 40, "pad_id": 0}
+    shapes = [x.shape for x in parity_inputs("classifier", {"vocab_size": 50}, meta)]
+    assert shapes[0][0] == 1 and any(b % 2 == 1 and b > 1 for b, _ in shapes)
+    assert len({t for _, t in shapes}) == 3 and (2, 16) not in shapes
+    padded = parity_inputs("classifier", {"vocab_size": 50}, meta)[2]
+    assert (padded[1] == 0).any() and not (padded[0] == 0).any()
+
+
+# ---- the deployment path ----------------------------------------------------------------------
+
+NO_TORCH_RUNNER = """
+import runpy, sys
+sys.argv = ["predict", *sys.argv[1:]]
+try:
+    runpy.run_module("pipeline.predict", run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+print("torch imported" if "torch" in sys.modules else "torch absent", file=sys.stderr)
+print("training code imported" if "pipeline.train" in sys.modules else "", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def predict(repo, *args):
+    return subprocess.run([sys.executable, "-c", NO_TORCH_RUNNER, *args], cwd=repo, capture_output=True, text=True)
+
+
+def test_predict_classifies_without_torch_and_agrees_with_pytorch(pipeline_repo):
+    repo, *_ = pipeline_repo
+    texts = ["A wonderful and superb film, I loved it.", "Boring, dull and awful. I hated it<br />really."]
+    result = predict(repo, str(onnx_path(repo, "imdb-lstm")), "--text", texts[0], "--text", texts[1])
+    assert result.returncode == 0, result.stderr
+    assert "torch absent" in result.stderr and "training code imported" not in result.stderr
+    predicted = [p["probabilities"]["pos"] for p in json.loads(result.stdout)["predictions"]]
+
+    from tokenizers import Tokenizer
+    tokenizer = Tokenizer.from_file(str(repo / "data/prepared/imdb/encoded/tokenizer.json"))
+    ids = torch.tensor([e.ids for e in tokenizer.encode_batch(texts)])
+    model, _ = load_checkpoint(repo / "models/imdb-lstm/model.pt")
+    with torch.no_grad():
+        expected = torch.softmax(model(ids), -1)[:, 1].numpy()
+    assert np.allclose(predicted, expected, atol=1e-5)
+
+
+def test_predict_forecasts_from_a_csv_slice_without_torch(pipeline_repo, tmp_path):
+    repo, mirror, *_ = pipeline_repo
+    lines = (mirror / "ETTh1.csv").read_text().splitlines()
+    slice_path = tmp_path / "slice.csv"
+    slice_path.write_text("\n".join(lines[:1] + lines[1:41]) + "\n")
+    result = predict(repo, str(onnx_path(repo, "etth1-gru")), "--csv", str(slice_path))
+    assert result.returncode == 0, result.stderr
+    assert "torch absent" in result.stderr
+    out = json.loads(result.stdout)["predictions"]
+    assert out["horizon"] == 12 and len(out["forecast"]) == 12 and set(out["forecast"][0]) == set(out["columns"])
+    assert out["after"] == lines[40].split(",")[0]
+
+
+def test_predict_rejects_bad_input_clearly(pipeline_repo, tmp_path):
+    repo, mirror, *_ = pipeline_repo
+    imdb, etth1 = str(onnx_path(repo, "imdb-gru")), str(onnx_path(repo, "etth1-gru"))
+    binary = tmp_path / "reviews.txt"
+    binary.write_bytes(b"fine review\n\xff\xfe broken\n")
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join((mirror / "ETTh1.csv").read_text().splitlines()[:6]) + "\n")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("date,a,b\n" + "2020-01-01,1,2\n" * 30)
+    foreign = tmp_path / "foreign.onnx"
+    torch.onnx.export(torch.nn.Linear(3, 2), (torch.randn(1, 3),), str(foreign), dynamo=False)
+    cases = [
+        ((imdb, "--text", "   "), "text #0 is empty"),
+        ((imdb, "--file", str(binary)), "reviews.txt: not UTF-8 text"),
+        ((etth1, "--csv", str(short)), "short.csv: 5 data rows, but the model looks back 24 rows"),
+        ((etth1, "--csv", str(wrong)), "wrong.csv: column(s) ['HUFL', 'HULL'"),
+        ((str(foreign), "--text", "hello"), "foreign.onnx: not a model exported by this project"),
+        ((str(tmp_path / "missing.onnx"), "--text", "x"), "missing.onnx: no such ONNX file"),
+    ]
+    for args, message in cases:
+        result = predict(repo, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (message, result.stderr)
