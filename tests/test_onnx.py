@@ -14,7 +14,6 @@ import torch
 from pipeline.export import load_checkpoint
 from pipeline.validate import (MAX_ABS_DIFF, PROVIDERS, failed_gates, max_abs_diff, open_session,
                                parity_inputs)
-from tests.conftest import run_in
 
 
 def onnx_path(repo, name):
