@@ -14,6 +14,7 @@ import torch
 from pipeline.export import load_checkpoint
 from pipeline.validate import (MAX_ABS_DIFF, PROVIDERS, failed_gates, max_abs_diff, open_session,
                                parity_inputs)
+from tests.conftest import compose_params, run_in
 
 
 def onnx_path(repo, name):
@@ -170,3 +171,17 @@ def test_predict_rejects_bad_input_clearly(pipeline_repo, tmp_path):
         result = predict(repo, *args)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (message, result.stderr)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA works here, so the GPU profile passes")
+def test_the_gpu_profile_fails_validation_where_cuda_cannot_run(pipeline_repo):
+    repo, mirror, *_ = pipeline_repo
+    compose_params(repo, mirror, "export=gpu", "tracking.enabled=false")
+    try:
+        result = run_in(repo, sys.executable, "-m", "pipeline.validate", "etth1", "gru", check=False)
+    finally:
+        compose_params(repo, mirror)
+    assert result.returncode == 1
+    assert "required provider CUDAExecutionProvider is unavailable" in result.stderr
+    report = json.loads((repo / "metrics/onnx/etth1-gru.json").read_text())
+    assert report["passed"] is False and report["cpu"]["status"] == "ok"
