@@ -130,7 +130,8 @@ def copy_repo(dest: Path) -> Path:
 def run_in(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command in `repo` with this interpreter's environment first on PATH."""
     full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    full_env.pop("RB_OFFLINE_DIR", None)  # only what the test passes
+    for name in ("RB_OFFLINE_DIR", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME"):  # only what the test passes
+        full_env.pop(name, None)
     full_env.update(env or {})
     result = subprocess.run(list(args), cwd=repo, env=full_env, capture_output=True, text=True)
     if check and result.returncode != 0:

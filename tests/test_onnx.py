@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -114,8 +115,9 @@ sys.exit(code)
 """
 
 
-def predict(repo, *args):
-    return subprocess.run([sys.executable, "-c", NO_TORCH_RUNNER, *args], cwd=repo, capture_output=True, text=True)
+def predict(repo, *args, env=None):
+    return subprocess.run([sys.executable, "-c", NO_TORCH_RUNNER, *args], cwd=repo, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
 
 
 def test_predict_classifies_without_torch_and_agrees_with_pytorch(pipeline_repo):
@@ -133,6 +135,17 @@ def test_predict_classifies_without_torch_and_agrees_with_pytorch(pipeline_repo)
     with torch.no_grad():
         expected = torch.softmax(model(ids), -1)[:, 1].numpy()
     assert np.allclose(predicted, expected, atol=1e-5)
+
+
+def test_predict_takes_an_mlflow_model_uri(pipeline_repo):
+    repo, *_ = pipeline_repo
+    run_id = json.loads((repo / "models/imdb-gru/mlflow.json").read_text())["run_id"]
+    direct = predict(repo, str(onnx_path(repo, "imdb-gru")), "--text", "superb film")
+    via_mlflow = predict(repo, f"runs:/{run_id}/onnx-model", "--text", "superb film",
+                         env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"})
+    assert via_mlflow.returncode == 0, via_mlflow.stderr
+    assert "torch absent" in via_mlflow.stderr
+    assert json.loads(via_mlflow.stdout) == json.loads(direct.stdout)
 
 
 def test_predict_forecasts_from_a_csv_slice_without_torch(pipeline_repo, tmp_path):
@@ -179,9 +192,10 @@ def test_the_gpu_profile_fails_validation_where_cuda_cannot_run(pipeline_repo):
     compose_params(repo, mirror, "export=gpu", "tracking.enabled=false")
     try:
         result = run_in(repo, sys.executable, "-m", "pipeline.validate", "etth1", "gru", check=False)
+        report = json.loads((repo / "metrics/onnx/etth1-gru.json").read_text())
     finally:
         compose_params(repo, mirror)
+        run_in(repo, "dvc", "repro", "validate@etth1-gru")  # the shared repo back up to date
     assert result.returncode == 1
     assert "required provider CUDAExecutionProvider is unavailable" in result.stderr
-    report = json.loads((repo / "metrics/onnx/etth1-gru.json").read_text())
     assert report["passed"] is False and report["cpu"]["status"] == "ok"

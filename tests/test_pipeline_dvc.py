@@ -125,12 +125,10 @@ def test_a_wrong_mirror_checksum_fails_the_stage_and_leaves_no_output(tmp_path):
 
 
 def logged_signature(repo, model_id):
-    import mlflow
+    # Not mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI to every later subprocess.
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
     from mlflow.models import Model
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{repo}/mlflow.db")
-    try:
-        return Model.load(f"models:/{model_id}").signature
-    finally:
-        mlflow.set_tracking_uri(previous)
+    location = MlflowClient(f"sqlite:///{repo}/mlflow.db").get_logged_model(model_id).artifact_location
+    return Model.load(download_artifacts(artifact_uri=location)).signature
