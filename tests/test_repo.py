@@ -29,3 +29,25 @@ def test_torch_is_pinned_exactly():
     assert pins == ["torch==2.13.0"]
     unpinned = [d for d in project["dependencies"] + project["optional-dependencies"]["test"] if "==" not in d]
     assert unpinned == []
+
+
+def dockerfile_pins() -> list[str]:
+    """The requirements the Dockerfile's dependency layer installs ("name==version" arguments)."""
+    text = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    installs = [line for line in text.splitlines() if line.strip().startswith("RUN pip install")
+                and "-e ." not in line]
+    assert len(installs) == 1, "expected one dependency layer (RUN pip install ...) in the Dockerfile"
+    return re.findall(r'"([A-Za-z0-9_.\-]+==[^"]+)"', installs[0])
+
+
+def test_dockerfile_installs_exactly_the_pyproject_pins():
+    pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(dockerfile_pins()) == sorted(pins)
+
+
+def test_docker_image_runs_the_pipeline_as_a_non_root_user_with_cuda_required():
+    text = (REPO_ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^FROM nvidia/cuda:13\.[0-9.]+-cudnn-runtime-", text, re.M)
+    assert re.search(r"^USER (?!root)\w+", text, re.M)
+    assert "export=gpu" in text and "dvc repro" in text
+    assert ".git" in (REPO_ROOT / ".dockerignore").read_text().split()
