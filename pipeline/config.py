@@ -50,6 +50,7 @@ class PathsConfig(Section):
     onnx: str
     metrics: str
     plots: str
+    reports: str
     checkpoints: str
 
 

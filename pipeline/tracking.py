@@ -90,7 +90,7 @@ class NullTracker:
     def log_dataset(self, name: str, source: str, digest: str, context: str) -> None: ...
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None: ...
     def log_torch_model(self, model, input_example) -> None: ...
-    def log_onnx_model(self, path: str | Path) -> None: ...
+    def log_onnx_model(self, path: str | Path, registered_name: str | None = None) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
     def handoff(self) -> dict[str, str | None]:
@@ -150,8 +150,11 @@ class MlflowTracker(NullTracker):
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             serialization_format="pickle")  # an nn.Module: any batch and length, unlike a pt2 export
 
-    def log_onnx_model(self, path):
-        """The ONNX model, its signature read from the graph (dynamic axes stay -1)."""
+    def log_onnx_model(self, path, registered_name=None):
+        """The ONNX model, its signature read from the graph (dynamic axes stay -1).
+
+        With `registered_name`, it also becomes a new version of that registered model.
+        """
         import numpy as np
         import onnx
         import onnxruntime
@@ -168,10 +171,34 @@ class MlflowTracker(NullTracker):
         signature = ModelSignature(inputs=Schema([spec(v) for v in graph.graph.input]),
                                    outputs=Schema([spec(v) for v in graph.graph.output]))
         self._mlflow.onnx.log_model(graph, name="onnx-model", signature=signature,
-                                    pip_requirements=[f"onnxruntime-gpu=={onnxruntime.__version__}"])
+                                    pip_requirements=[f"onnxruntime-gpu=={onnxruntime.__version__}"],
+                                    registered_model_name=registered_name)
 
     def end(self, status="FINISHED"):
         self._mlflow.end_run(status=status)
+
+
+def registry_set_champion(tracking: TrackingConfig, task: str, best: str, others: list[str]) -> None:
+    """Point alias `champion` at the newest version of <task>-<best>; drop it from the others."""
+    if not tracking.enabled:
+        return
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(resolve_uri(tracking))
+    name = f"{task}-{best}"
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        log.warning("registered model %s has no version; no champion alias set", name)
+        return
+    newest = max(versions, key=lambda v: int(v.version))
+    client.set_registered_model_alias(name, "champion", newest.version)
+    for other in others:
+        try:
+            client.delete_registered_model_alias(f"{task}-{other}", "champion")
+        except MlflowException:
+            pass  # it had no champion alias (or no registered model yet)
+    log.info("champion of %s: %s version %s", task, name, newest.version)
 
 
 def open_tracker(tracking: TrackingConfig, task: str, model: str, run_id: str | None = None) -> NullTracker:

@@ -279,7 +279,8 @@ def log_to_training_run(config, task_name: str, model_name: str, onnx_dir: Path,
     tracker.log_metrics({**numbers, "onnx/export_seconds": report["export/seconds"]})
     tracker.set_tags({f"onnx.{key}.status": report[key]["status"] for key in PROVIDERS})
     tracker.log_artifact(Path(config.paths.metrics) / "onnx" / f"{task_name}-{model_name}.json", "onnx")
-    tracker.log_onnx_model(onnx_dir / "model.onnx")
+    # Only a model that passed every gate becomes a registered version.
+    tracker.log_onnx_model(onnx_dir / "model.onnx", f"{task_name}-{model_name}" if report["passed"] else None)
     tracker.end()
 
 

@@ -1,0 +1,199 @@
+"""Stage `report`: LSTM against GRU per task, beside published anchors; the champion alias.
+
+    python -m pipeline.report            # the stage: reports/summary.md and its figures
+    python -m pipeline.report --readme   # also rewrite the README's results table
+
+Reads only the pipeline's own outputs (metrics/, plots/). The champion of a task is the
+model with the better *validation* metric; the test set plays no part in the choice. With
+tracking on, the champion's newest registered version gets the alias `champion`, and the
+report is logged to every run it describes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import re
+import sys
+from pathlib import Path
+
+from pipeline.config import Config, ImdbTask, load_config
+from pipeline.files import atomic_path, read_json, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+MODELS = ("lstm", "gru")
+# Published reference points (test set; ETTh1: multivariate, L=96, H=96).
+ANCHORS = {
+    "classifier": [("Maas et al. 2011 (word vectors + BoW)", {"test/acc": 0.8889}),
+                   ("NBSVM-bi (Wang & Manning 2012)", {"test/acc": 0.9122}),
+                   ("2-layer BiLSTM + GloVe (PyTorch tutorial)", {"test/acc": 0.8806})],
+    "forecaster": [("SegRNN (Lin et al. 2023)", {"test/mse": 0.368, "test/mae": 0.395}),
+                   ("DLinear (Zeng et al. 2023)", {"test/mse": 0.386, "test/mae": 0.400}),
+                   ("Informer (Zhou et al. 2021)", {"test/mse": 0.865, "test/mae": 0.713})],
+}
+QUALITY = {"classifier": ["test/acc", "test/f1", "test/auc"], "forecaster": ["test/mse", "test/mae"]}
+VALIDATION = {"classifier": ("best/val/acc", max), "forecaster": ("best/val/mse", min)}
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def kind_of(config: Config, task: str) -> str:
+    return "classifier" if isinstance(config.task[task], ImdbTask) else "forecaster"
+
+
+def champion(kind: str, train: dict[str, dict]) -> str:
+    """The model with the better validation metric (never test)."""
+    key, better = VALIDATION[kind]
+    return better(train, key=lambda model: train[model][key])
+
+
+def fmt(value, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def onnx_cell(report: dict, provider: str, key: str, digits: int = 2) -> str:
+    result = report.get(provider, {})
+    return fmt(result.get(key), digits) if result.get("status") == "ok" else result.get("status", "–")
+
+
+def results_table(kind: str, train: dict[str, dict], onnx: dict[str, dict], best: str) -> str:
+    quality = QUALITY[kind]
+    header = ["model", *quality, VALIDATION[kind][0], "params", "train s", "train samples/s",
+              "ONNX CPU b1 ms", "ONNX CPU b64 ms", "CPU speed-up b1 / b64", "ONNX CUDA b1 ms", "max abs diff (CPU)"]
+    rows = []
+    for model in train:
+        t, o = train[model], onnx.get(model, {})
+        name = f"**{model.upper()}** (champion)" if model == best else model.upper()
+        speedup = (f"{o['cpu']['speedup_vs_torch_b1']:.2f}x / {o['cpu']['speedup_vs_torch_b64']:.2f}x"
+                   if o.get("cpu", {}).get("status") == "ok" else "–")
+        rows.append([name, *(fmt(t.get(k)) for k in quality), fmt(t.get(VALIDATION[kind][0])),
+                     f"{t['params/count']:,}", fmt(t["train/seconds"], 0), fmt(t["train/samples_per_s"], 0),
+                     onnx_cell(o, "cpu", "latency_ms_b1_p50"), onnx_cell(o, "cpu", "latency_ms_b64_p50", 1),
+                     speedup, onnx_cell(o, "cuda", "latency_ms_b1_p50"), onnx_cell(o, "cpu", "max_abs_diff", 7)])
+    for name, values in ANCHORS[kind]:
+        rows.append([f"*{name}*", *(fmt(values.get(k), 3) if k in values else "–" for k in quality)]
+                    + ["–"] * (len(header) - 1 - len(quality)))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def overlay_curves(task: str, plots: Path, out: Path) -> Path:
+    from pipeline.reporting import _figure
+
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model in MODELS:
+        rows = read_csv(plots / f"{task}-{model}" / "curves.csv")
+        epochs = [int(r["epoch"]) for r in rows]
+        for key, style in (("train/loss", "--"), ("val/loss", "-")):
+            ax.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=f"{model.upper()} {key}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{task}: learning curves")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out, ".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out
+
+
+def overlay_forecasts(task: str, plots: Path, out: Path) -> Path:
+    from pipeline.reporting import _figure
+
+    plt = _figure()
+    series = {model: read_csv(plots / f"{task}-{model}" / "forecast.csv") for model in MODELS}
+    windows = sorted({r["window"] for r in series[MODELS[0]]}, key=int)
+    fig, axes = plt.subplots(1, len(windows), figsize=(4 * len(windows), 3), sharey=True)
+    for ax, window in zip(axes, windows):
+        rows = {m: [r for r in series[m] if r["window"] == window] for m in MODELS}
+        ax.plot([float(r["truth"]) for r in rows[MODELS[0]]], color="black", label="truth")
+        for model in MODELS:
+            ax.plot([float(r["forecast"]) for r in rows[model]], label=model.upper())
+        ax.set_title(f"test window {window}")
+    axes[0].legend()
+    fig.tight_layout()
+    with atomic_path(out, ".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out
+
+
+def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], list[Path]]:
+    """(markdown, champion per task, figure files)."""
+    metrics, plots = Path(config.paths.metrics), Path(config.paths.plots) / "train"
+    sections, champions, figures = [], {}, []
+    for task in config.task:
+        kind = kind_of(config, task)
+        train = {m: read_json(metrics / "train" / f"{task}-{m}.json") for m in MODELS}
+        onnx = {m: read_json(path) for m in MODELS if (path := metrics / "onnx" / f"{task}-{m}.json").is_file()}
+        best = champions[task] = champion(kind, train)
+        figures.append(overlay_curves(task, plots, out_dir / f"{task}-curves.png"))
+        lines = [f"## {task}", "", results_table(kind, train, onnx, best), "",
+                 f"Champion: **{best.upper()}**, chosen on `{VALIDATION[kind][0]}` (validation only).", "",
+                 f"![{task} learning curves]({figures[-1].name})"]
+        if kind == "forecaster":
+            figures.append(overlay_forecasts(task, plots, out_dir / f"{task}-forecasts.png"))
+            lines += ["", f"![{task} forecasts]({figures[-1].name})"]
+        sections.append("\n".join(lines))
+    markdown = "\n\n".join([
+        "# LSTM against GRU",
+        "Generated by `python -m pipeline.report` from the pipeline's own outputs "
+        "(`metrics/train`, `metrics/onnx`, `plots/train`). Published anchors in italics. "
+        "Latencies are onnxruntime p50; speed-up is against PyTorch eager in the same process.",
+        *sections]) + "\n"
+    return markdown, champions, figures
+
+
+def replace_readme_table(readme: Path, markdown: str) -> str:
+    """The README with its results block replaced by the report's tables."""
+    text = readme.read_text(encoding="utf-8")
+    tables = "\n\n".join(block for block in markdown.split("\n\n") if block.startswith("| "))
+    titles = [line for line in markdown.splitlines() if line.startswith("## ")]
+    body = "\n\n".join(f"**{t[3:]}**\n\n{tab}" for t, tab in zip(titles, tables.split("\n\n")))
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{readme}: no {README_START} ... {README_END} block to fill")
+    return pattern.sub(lambda _: f"{README_START}\n{body}\n{README_END}", text)
+
+
+def promote_champions(config: Config, champions: dict[str, str], report: Path) -> None:
+    """Alias `champion` on the winner's newest registered version; log the report to each run."""
+    from pipeline.tracking import open_tracker, registry_set_champion
+
+    for task, best in champions.items():
+        registry_set_champion(config.tracking, task, best, [m for m in MODELS if m != best])
+        for model in MODELS:
+            handoff = read_json(Path(config.paths.models) / f"{task}-{model}" / "mlflow.json")
+            if handoff.get("run_id"):
+                tracker = open_tracker(config.tracking, task, model, run_id=handoff["run_id"])
+                tracker.log_artifact(report, "report")
+                tracker.set_tags({"champion": str(model == best).lower()})
+                tracker.end()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.report")
+    parser.add_argument("--readme", action="store_true", help="also rewrite README.md's results table")
+    args = parser.parse_args(argv)
+    config = load_config()
+    out_dir = Path(config.paths.reports)
+    markdown, champions, _ = build_report(config, out_dir)
+    write_text_atomic(out_dir / "summary.md", markdown)
+    if args.readme:
+        write_text_atomic("README.md", replace_readme_table(Path("README.md"), markdown))
+    if config.tracking.enabled:
+        promote_champions(config, champions, out_dir / "summary.md")
+    log.info("report: %s; champions %s", out_dir / "summary.md", champions)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
