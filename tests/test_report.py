@@ -1,0 +1,57 @@
+"""report: the champion is chosen on validation only; the README's results match the metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from pipeline.config import load_config
+from pipeline.report import ANCHORS, build_report, champion, replace_readme_table
+from tests.conftest import REPO_ROOT, run_in
+
+
+def test_champion_is_chosen_on_validation_never_on_test():
+    train = {"lstm": {"best/val/acc": 0.91, "test/acc": 0.95}, "gru": {"best/val/acc": 0.92, "test/acc": 0.90}}
+    assert champion("classifier", train) == "gru"
+    train = {"lstm": {"best/val/mse": 0.60, "test/mse": 0.50}, "gru": {"best/val/mse": 0.55, "test/mse": 0.70}}
+    assert champion("forecaster", train) == "gru"
+
+
+def test_readme_results_block_matches_the_committed_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    markdown, champions, figures = build_report(load_config(), tmp_path)
+    readme = REPO_ROOT / "README.md"
+    assert replace_readme_table(readme, markdown) == readme.read_text(encoding="utf-8"), (
+        "README results differ from metrics/; run `python -m pipeline.report --readme`")
+    assert all(f.is_file() for f in figures) and set(champions) == {"imdb", "etth1"}
+    for anchors in ANCHORS.values():
+        assert all(name in markdown for name, _ in anchors)
+
+
+def test_report_stage_writes_the_summary_and_moves_the_champion_alias(pipeline_repo):
+    from mlflow import MlflowClient
+
+    repo, *_ = pipeline_repo
+    summary = (repo / "reports/summary.md").read_text()
+    assert "## imdb" in summary and "## etth1" in summary and "(champion)" in summary
+    assert (repo / "reports/etth1-forecasts.png").is_file() and (repo / "reports/imdb-curves.png").is_file()
+    client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
+    assert {m.name for m in client.search_registered_models()} == {
+        "imdb-lstm", "imdb-gru", "etth1-lstm", "etth1-gru"}
+    for task in ("imdb", "etth1"):
+        holders = [m for m in ("lstm", "gru")
+                   if "champion" in client.get_registered_model(f"{task}-{m}").aliases]
+        assert len(holders) == 1
+        train = {m: json.loads((repo / f"metrics/train/{task}-{m}.json").read_text()) for m in ("lstm", "gru")}
+        kind = "classifier" if task == "imdb" else "forecaster"
+        assert holders[0] == champion(kind, train)
+
+
+def test_predict_takes_the_champion_alias(pipeline_repo):
+    repo, *_ = pipeline_repo
+    summary = (repo / "reports/summary.md").read_text()
+    best = "gru" if "**GRU** (champion)" in summary.split("## etth1")[0] else "lstm"
+    result = run_in(repo, sys.executable, "-m", "pipeline.predict", f"models:/imdb-{best}@champion",
+                    "--text", "a superb and wonderful film",
+                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"})
+    assert json.loads(result.stdout)["model"] == best
