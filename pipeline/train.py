@@ -237,7 +237,10 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResu
 
     tracker = open_tracker(config.tracking, task_name, model_name, run_id)
     if resume is None:
-        run_config = {"task": {task_name: task.model_dump()}, "model": {model_name: config.model[model_name].model_dump()},
+        # Keys without the task or model name (model.cell, model.classifier.hidden_size, ...), so
+        # that LSTM and GRU runs line up column for column in MLflow's compare views.
+        run_config = {"task": {"name": task_name, **task.model_dump()},
+                      "model": {"name": model_name, **config.model[model_name].model_dump()},
                       "train": config.train.model_dump(), "seed": config.seed}
         tracker.log_params(flatten(run_config))
         tracker.set_tags({**run_tags(stage), "device": device.type, "cudnn": str(torch.backends.cudnn.version())})

@@ -49,4 +49,4 @@ def test_dvc_exp_run_with_an_override_recomposes_params_and_logs_a_new_mlflow_ru
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`dvc.exp_name` = 'wide-gru'")
     assert sorted(r.info.run_name for r in runs) == ["gru", "lstm"]
     gru = next(r for r in runs if r.info.run_name == "gru")
-    assert gru.data.params["model.gru.forecaster.hidden_size"] == "20"
+    assert gru.data.params["model.forecaster.hidden_size"] == "20"

@@ -90,10 +90,11 @@ def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo
             runs.setdefault(run.info.run_name, run)  # the newest run of each model
         assert sorted(runs) == ["gru", "lstm"]
         assert set(runs["lstm"].data.metrics) == set(runs["gru"].data.metrics)
+        assert set(runs["lstm"].data.params) == set(runs["gru"].data.params)
         for model, run in runs.items():
             run_id = run.info.run_id
             assert run.data.params["train.lr"] == "0.002"
-            assert run.data.params[f"model.{model}.cell"] == model
+            assert run.data.params["model.cell"] == model and run.data.params["task.name"] == task
             assert run.data.tags["dvc.stage"] == f"train@{task}-{model}"
             assert {"git.commit", "git.dirty"} <= set(run.data.tags)
             assert [m.step for m in client.get_metric_history(run_id, "val/loss")] == [1, 2]
