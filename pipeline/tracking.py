@@ -25,8 +25,19 @@ class TrackingError(RuntimeError):
     """The tracking backend cannot be used."""
 
 
+def repo_root() -> Path:
+    """The DVC repository's root. A queued `dvc exp run` works in a temporary copy that is
+    deleted afterwards; DVC points DVC_ROOT at the real repository."""
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
 def resolve_uri(tracking: TrackingConfig) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
+    """MLFLOW_TRACKING_URI, else tracking.uri; a relative SQLite path is anchored at the repo root."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str(repo_root() / uri[len(prefix):])
+    return uri
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -56,7 +67,7 @@ def git_tags(cwd: str | Path = ".") -> dict[str, str]:
 
 
 def run_tags(stage: str) -> dict[str, str]:
-    tags = {**git_tags(), "dvc.stage": stage}
+    tags = {**git_tags(), "dvc.stage": os.environ.get("DVC_STAGE", stage)}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
@@ -105,6 +116,9 @@ class MlflowTracker(NullTracker):
         check_reachable(uri)
         self.uri = uri
         mlflow.set_tracking_uri(uri)
+        if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
+            # Artifacts beside the store, not in the (possibly temporary) working copy.
+            mlflow.create_experiment(experiment, artifact_location=(repo_root() / "mlruns" / experiment).as_uri())
         self.experiment_id = mlflow.set_experiment(experiment).experiment_id
         run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=run_name)
         self.run_id = run.info.run_id

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import yaml
 from mlflow import MlflowClient
@@ -50,3 +52,20 @@ def test_dvc_exp_run_with_an_override_recomposes_params_and_logs_a_new_mlflow_ru
     assert sorted(r.info.run_name for r in runs) == ["gru", "lstm"]
     gru = next(r for r in runs if r.info.run_name == "gru")
     assert gru.data.params["model.forecaster.hidden_size"] == "20"
+
+    # A queued sweep runs in temporary copies of the repo; its MLflow runs must still land here.
+    queued = run_in(repo, "dvc", "exp", "run", "--queue", "-S", "train.lr=1e-3,3e-3", env=env).stdout
+    names = re.findall(r"Queued experiment '([\w-]+)'", queued)
+    assert len(names) == 2
+    run_in(repo, "dvc", "queue", "start", env=env)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run_in(repo, "dvc", "queue", "status", env=env).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    for name in names:
+        tagged = client.search_runs([experiment.experiment_id], filter_string=f"tags.`dvc.exp_name` = '{name}'")
+        assert sorted(r.info.run_name for r in tagged) == ["gru", "lstm"]
+        assert {r.data.params["train.lr"] for r in tagged} <= {"0.001", "0.003"}
