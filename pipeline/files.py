@@ -51,6 +51,16 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+def save_png(fig, target: str | Path) -> Path:
+    """Save a matplotlib figure atomically as PNG and release it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(target, ".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(target)
+
+
 def write_text_atomic(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import Config, ImdbTask, load_config
-from pipeline.files import atomic_path, read_json, write_text_atomic
+from pipeline.files import read_json, save_png, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,7 @@ def overlay_curves(task: str, plots: Path, out: Path) -> Path:
     ax.set_title(f"{task}: learning curves")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(out, ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out
+    return save_png(fig, out)
 
 
 def overlay_forecasts(task: str, plots: Path, out: Path) -> Path:
@@ -119,10 +116,7 @@ def overlay_forecasts(task: str, plots: Path, out: Path) -> Path:
         ax.set_title(f"test window {window}")
     axes[0].legend()
     fig.tight_layout()
-    with atomic_path(out, ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out
+    return save_png(fig, out)
 
 
 def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], list[Path]]:
