@@ -187,6 +187,7 @@ class TrainConfig(Section):
     patience: PositiveInt
     deterministic: bool
     num_workers: int = Field(ge=0)
+    nproc_per_node: PositiveInt
 
 
 class ExportConfig(Section):

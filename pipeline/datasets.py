@@ -3,6 +3,10 @@
 IMDB batches are length-bucketed: similar lengths share a batch, and each batch is cut to
 its longest row, so little time goes into padding. Every order is drawn from a generator
 seeded by (seed, epoch), so an epoch replays identically after a resume.
+
+Under DDP every process draws the same global batches and takes its own slice of each:
+N processes step through exactly the batches that one process would, so the batch size in
+the config is the global batch whatever N is.
 """
 
 from __future__ import annotations
@@ -67,13 +71,30 @@ class WindowDataset(Dataset):
         return self.series[index:end], self.series[end:end + self.horizon]
 
 
+def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
+    """This rank's slice of a global batch. A batch that does not split evenly is padded with
+    its own first rows (as DistributedSampler pads), so every rank gets the same number."""
+    if world_size == 1:
+        return batch
+    total = -(-len(batch) // world_size) * world_size
+    padded = (batch * -(-total // len(batch)))[:total]
+    return padded[rank::world_size]
+
+
 class EpochBatchSampler(Sampler[list[int]]):
-    """Shuffled (or ordered) batches; with `lengths`, bucketed by length within pools."""
+    """Shuffled (or ordered) batches; with `lengths`, bucketed by length within pools.
+
+    A distributed sampler too: with world_size > 1 each rank yields its shard of every
+    global batch. Call set_epoch before each epoch (as with DistributedSampler).
+    """
 
     def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int,
-                 lengths: torch.Tensor | None = None):
+                 lengths: torch.Tensor | None = None, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.lengths = lengths
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -92,7 +113,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         batches = list(torch.split(order, self.batch_size))
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
-        return iter([b.tolist() for b in batches])
+        return iter([shard(b.tolist(), self.rank, self.world_size) for b in batches])
 
 
 @dataclass
@@ -104,23 +125,25 @@ class TaskData:
     digest: str
 
 
-def _loader(dataset, batch_size, shuffle, seed, num_workers, lengths=None, collate=None):
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, lengths)
+def _loader(dataset, batch_size, shuffle, seed, num_workers, lengths=None, collate=None, rank=0, world_size=1):
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, lengths, rank, world_size)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
 
 
 def load_task_data(kind: str, prepared_dir: str | Path, batch_size: int, eval_batch_size: int,
-                   seed: int, num_workers: int = 0) -> TaskData:
+                   seed: int, num_workers: int = 0, rank: int = 0, world_size: int = 1) -> TaskData:
+    """Loaders for the three splits; only train is sharded across ranks (rank 0 evaluates)."""
     prepared_dir = Path(prepared_dir)
     meta = read_json(prepared_dir / "meta.json")
     loaders = {}
     for split in ("train", "val", "test"):
         arrays = np.load(prepared_dir / f"{split}.npz")
         size, shuffle = (batch_size, True) if split == "train" else (eval_batch_size, False)
+        ranks = dict(rank=rank, world_size=world_size) if split == "train" else {}
         if kind == "imdb":
             dataset = TokenDataset(arrays["ids"], arrays["labels"])
-            loaders[split] = _loader(dataset, size, shuffle, seed, num_workers, dataset.lengths, trim_collate)
+            loaders[split] = _loader(dataset, size, shuffle, seed, num_workers, dataset.lengths, trim_collate, **ranks)
         else:
             dataset = WindowDataset(arrays["series"], meta["lookback"], meta["horizon"])
-            loaders[split] = _loader(dataset, size, shuffle, seed, num_workers)
+            loaders[split] = _loader(dataset, size, shuffle, seed, num_workers, **ranks)
     return TaskData(**loaders, meta=meta, digest=prepared_digest(prepared_dir))

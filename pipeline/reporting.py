@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, save_png
 
 FORECAST_EXAMPLES = 4
 
@@ -44,10 +44,7 @@ def curves_png(path: Path, history: list[dict]) -> Path:
     ax.set_ylabel("loss")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def forecast_examples(forecast: np.ndarray, truth: np.ndarray, count: int = FORECAST_EXAMPLES) -> list[int]:
@@ -88,7 +85,4 @@ def write_train_plots(folder: Path, kind: str, history: list[dict], outputs: np.
         ax.set_title(f"test window {window}")
     np.atleast_1d(axes)[0].legend()
     fig.tight_layout()
-    with atomic_path(folder / "forecast.png", ".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return files + [folder / "forecast.png"]
+    return files + [save_png(fig, folder / "forecast.png")]

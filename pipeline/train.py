@@ -1,8 +1,14 @@
 """Stage `train@<task>-<model>`: train one baseline, evaluate it once on test, track it.
 
     python -m pipeline.train <task> <model>        # e.g. imdb gru
+    torchrun --nproc_per_node=N -m pipeline.train <task> <model>   # DDP, N processes
 
 - Device: CUDA (cuDNN) when present, else CPU; bf16 autocast on CUDA when configured.
+- Data-parallel (DDP) under torchrun, or with train.nproc_per_node > 1 (which re-launches
+  this module through torchrun): NCCL on GPUs, one per process, gloo on the CPU. The
+  task's batch size stays the *global* batch, split across the processes, so N processes
+  follow one process's optimisation. Rank 0 alone evaluates, tracks, and writes
+  checkpoints and outputs.
 - AdamW with a one-cycle schedule (warm-up, cosine decay), gradient clipping, early
   stopping on the validation metric; the best weights are kept.
 - Every epoch writes a resume checkpoint under paths.checkpoints. A run killed at any
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -30,7 +37,7 @@ from pipeline.datasets import TaskData, load_task_data
 from pipeline.files import atomic_path, write_json_atomic
 from pipeline.models import build_model, count_parameters
 from pipeline.reporting import write_train_plots
-from pipeline.tracking import TrackingError, flatten, open_tracker, run_tags
+from pipeline.tracking import NullTracker, TrackingError, flatten, open_tracker, run_tags
 
 log = logging.getLogger(__name__)
 
@@ -138,24 +145,83 @@ def naive_baseline(data: TaskData, kind: str) -> dict[str, float]:
 # ---- training ------------------------------------------------------------------------------
 
 
-def pick_device(setting: str) -> torch.device:
+def pick_device(setting: str, local_rank: int = 0) -> torch.device:
     if setting == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device=cuda but torch sees no CUDA device; use auto or cpu")
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(setting)
+    return torch.device("cuda", local_rank) if setting == "cuda" else torch.device("cpu")
 
 
-def seed_epoch(seed: int, epoch: int) -> None:
-    """Dropout and data order of an epoch depend on (seed, epoch) only: resumable exactly."""
-    torch.manual_seed(seed * 100_003 + epoch)
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a data-parallel job; the defaults are a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
-def train_epoch(model, loader, optimizer, scheduler, loss_fn, device, grad_clip, autocast, desc) -> tuple[float, int]:
+def torchrun_ranks() -> Ranks:
+    """The ranks that torchrun hands over in the environment (one process without it)."""
+    return Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                 int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def start_distributed(ranks: Ranks, device: torch.device) -> None:
+    """Join the process group: NCCL between GPUs, gloo on the CPU."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        if torch.cuda.device_count() <= ranks.local_rank:
+            raise ConfigError(f"local rank {ranks.local_rank} has no GPU: {torch.cuda.device_count()} visible; "
+                              "start at most that many processes per node")
+        torch.cuda.set_device(device)
+    # Rank 0 evaluates while the others wait at the next collective: allow for a long evaluation.
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
+
+
+def from_rank0(value, ranks: Ranks):
+    """Rank 0's value, on every rank (a no-op for one process)."""
+    if ranks.world_size == 1:
+        return value
+    import torch.distributed as dist
+
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def summed(values: list[float], ranks: Ranks, device: torch.device) -> list[float]:
+    """Element-wise sum over all ranks."""
+    if ranks.world_size == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Dropout and data order of an epoch depend on (seed, epoch) only: resumable exactly.
+    Each rank draws its own dropout masks."""
+    torch.manual_seed(seed * 100_003 + epoch + 7_919 * rank)
+
+
+def train_epoch(model, loader, optimizer, scheduler, loss_fn, device, grad_clip, autocast, desc,
+                show_progress: bool = True) -> tuple[float, int]:
+    """One pass over `loader`; returns the summed per-sample loss and the number of samples."""
     model.train()
     total_loss, samples = 0.0, 0
     start = time.perf_counter()
-    with tqdm(loader, desc=desc, leave=False, disable=None) as bar:
+    with tqdm(loader, desc=desc, leave=False, disable=None if show_progress else True) as bar:
         for inputs, target in bar:
             inputs, target = inputs.to(device, non_blocking=True), target.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -169,7 +235,7 @@ def train_epoch(model, loader, optimizer, scheduler, loss_fn, device, grad_clip,
             samples += len(target)
             bar.set_postfix(loss=f"{total_loss / samples:.4f}",
                             samples_per_s=f"{samples / (time.perf_counter() - start):.0f}")
-    return total_loss / samples, samples
+    return total_loss, samples
 
 
 def fingerprint(config: Config, task_name: str, model_name: str, data_digest: str) -> str:
@@ -197,21 +263,25 @@ def save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResult":
+def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResult | None":
+    """Train, then evaluate the best weights on test; None on the ranks other than 0."""
     task = config.task[task_name]
     kind = "classifier" if isinstance(task, ImdbTask) else "forecaster"
     name = f"{task_name}-{model_name}"
-    device = pick_device(config.train.device)
+    ranks = torchrun_ranks()
+    device = pick_device(config.train.device, ranks.local_rank)
+    if ranks.world_size > 1:
+        start_distributed(ranks, device)
     autocast = config.train.precision == "bf16" and device.type == "cuda"
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
-    data = load_task_data(task.kind, task.paths.prepared, task.train.batch_size,
-                          task.train.eval_batch_size, config.seed, config.train.num_workers)
+    data = load_task_data(task.kind, task.paths.prepared, task.train.batch_size, task.train.eval_batch_size,
+                          config.seed, config.train.num_workers, ranks.rank, ranks.world_size)
     spec = model_args_for(config, task_name, model_name, data.meta)
     objective = objective_for(task)
 
     resume_path = Path(config.paths.checkpoints) / name / "last.pt"
     run_fingerprint = fingerprint(config, task_name, model_name, data.digest)
-    resume = load_resume(resume_path, run_fingerprint)
+    resume = from_rank0(load_resume(resume_path, run_fingerprint) if ranks.is_main else None, ranks)
 
     torch.manual_seed(config.seed)
     model = build_model(spec["kind"], spec["args"])
@@ -219,6 +289,7 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResu
         model.embedding.weight.data.copy_(pretrained_vectors(task, model_name, spec["args"]))
     model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    trained = model  # what the optimisation steps run through: DDP's wrapper under torchrun
     epochs = task.train.epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.train.lr, total_steps=epochs * len(data.train),
@@ -234,8 +305,12 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResu
         start_epoch, train_seconds, samples_seen = resume["epoch"] + 1, resume["train_seconds"], resume["samples"]
         bad_epochs, run_id = resume["bad_epochs"], resume["run_id"]
         log.info("resuming %s from epoch %d (%s)", name, resume["epoch"], resume_path)
+    if ranks.world_size > 1:  # after the resume: DDP starts every rank from rank 0's weights
+        from torch.nn.parallel import DistributedDataParallel
 
-    tracker = open_tracker(config.tracking, task_name, model_name, run_id)
+        trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    tracker = open_tracker(config.tracking, task_name, model_name, run_id) if ranks.is_main else NullTracker()
     if resume is None:
         # Keys without the task or model name (model.cell, model.classifier.hidden_size, ...), so
         # that LSTM and GRU runs line up column for column in MLflow's compare views.
@@ -243,26 +318,33 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResu
                       "model": {"name": model_name, **config.model[model_name].model_dump()},
                       "train": config.train.model_dump(), "seed": config.seed}
         tracker.log_params(flatten(run_config))
-        tracker.set_tags({**run_tags(stage), "device": device.type, "cudnn": str(torch.backends.cudnn.version())})
+        tracker.set_tags({**run_tags(stage), "device": device.type, "cudnn": str(torch.backends.cudnn.version()),
+                          "world_size": str(ranks.world_size)})
         for split in ("train", "val", "test"):
             tracker.log_dataset(f"{task_name}-{split}", f"{task.paths.prepared}/{split}.npz", data.digest,
                                 {"train": "training", "val": "validation", "test": "testing"}[split])
-    log.info("training %s on %s: %d parameters, %d epochs", name, device, count_parameters(model), epochs)
+    log.info("training %s on %s%s: %d parameters, %d epochs", name, device,
+             f" x {ranks.world_size} processes" if ranks.world_size > 1 else "", count_parameters(model), epochs)
     try:  # an exception marks the MLflow run FAILED; a SIGKILL leaves it to be resumed
         for epoch in range(start_epoch, epochs + 1):
             if bad_epochs >= config.train.patience:
                 break
-            seed_epoch(config.seed, epoch)
+            seed_epoch(config.seed, epoch, ranks.rank)
             data.train.batch_sampler.set_epoch(epoch)
             tick = time.perf_counter()
-            train_loss, samples = train_epoch(model, data.train, optimizer, scheduler, objective.loss, device,
-                                              config.train.grad_clip, autocast, f"{name} epoch {epoch}/{epochs}")
+            loss_sum, samples = train_epoch(trained, data.train, optimizer, scheduler, objective.loss, device,
+                                              config.train.grad_clip, autocast, f"{name} epoch {epoch}/{epochs}",
+                                              ranks.is_main)
+            loss_sum, samples = summed([loss_sum, samples], ranks, device)
             epoch_seconds = time.perf_counter() - tick
             train_seconds += epoch_seconds
-            samples_seen += samples
-            row = {"epoch": epoch, "train/loss": train_loss, **evaluate(model, data.val, device, kind, "val"),
-                   "lr": scheduler.get_last_lr()[0], "epoch/samples_per_s": samples / epoch_seconds,
-                   "epoch/seconds": epoch_seconds}
+            samples_seen += int(samples)
+            row = None
+            if ranks.is_main:
+                row = {"epoch": epoch, "train/loss": loss_sum / samples, **evaluate(model, data.val, device, kind, "val"),
+                       "lr": scheduler.get_last_lr()[0], "epoch/samples_per_s": samples / epoch_seconds,
+                       "epoch/seconds": epoch_seconds}
+            row = from_rank0(row, ranks)  # every rank takes the same early-stopping decision
             history.append(row)
             improved = row[objective.monitor] > best["metric"] if objective.maximize else row[objective.monitor] < best["metric"]
             if improved:
@@ -272,12 +354,16 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResu
             else:
                 bad_epochs += 1
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            if not ranks.is_main:
+                continue
             log.info("%s epoch %d: %s", name, epoch, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
             save_checkpoint(resume_path, {
                 "fingerprint": run_fingerprint, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "history": history, "best": best, "train_seconds": train_seconds,
                 "samples": samples_seen, "bad_epochs": bad_epochs, "run_id": tracker.run_id})
 
+        if not ranks.is_main:
+            return None
         model.load_state_dict(best["state"])
         test_outputs, test_targets = predict(model, data.test, device)
         metrics_fn = classification_metrics if kind == "classifier" else forecast_metrics
@@ -289,6 +375,7 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResu
             "epochs": len(history),
             "train/seconds": round(train_seconds, 2),
             "train/samples_per_s": round(samples_seen / train_seconds, 2),
+            "train/samples": samples_seen,  # over all epochs and processes
             "params/count": count_parameters(model),
         }
         return FitResult(final, history, model.cpu(), spec, tracker, test_outputs, test_targets, data, resume_path)
@@ -337,18 +424,37 @@ def write_outputs(config: Config, task_name: str, model_name: str, result: FitRe
     log.info("%s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
 
 
+def torchrun_command(nproc_per_node: int, task_name: str, model_name: str) -> list[str]:
+    """This stage again, as N local DDP processes under torchrun (rendezvous on this host)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+            "-m", "pipeline.train", task_name, model_name]
+
+
 def main(argv: list[str] | None = None) -> int:
     task_name, model_name = stage_args("pipeline.train", ["task", "model"], argv)
     stage = f"train@{task_name}-{model_name}"
+    ranks = torchrun_ranks()
+    if not ranks.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # one process reports progress
     try:
         config, task = load_task(task_name)
         if model_name not in config.model:
             raise ConfigError(f"params.yaml: model.{model_name} not found; models are {sorted(config.model)}")
+        if config.train.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+            command = torchrun_command(config.train.nproc_per_node, task_name, model_name)
+            log.info("train.nproc_per_node=%d: %s", config.train.nproc_per_node, " ".join(command))
+            sys.stdout.flush()
+            os.execv(command[0], command)  # DVC keeps waiting on this same process
         result = fit(config, task_name, model_name, stage)
     except (ConfigError, TrackingError, FileNotFoundError) as exc:
         print(f"{stage}: {exc}", file=sys.stderr)
         return 1
-    write_outputs(config, task_name, model_name, result)
+    if result is not None:
+        write_outputs(config, task_name, model_name, result)
+    if ranks.world_size > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
 
 

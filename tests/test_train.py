@@ -8,14 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from pipeline.datasets import EpochBatchSampler
 from pipeline.models import build_model
 from tests.conftest import compose_params, copy_repo, make_mirror, run_in
 
 TIMING = {"train/seconds", "train/samples_per_s"}
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +124,50 @@ def test_training_runs_on_cuda_with_cudnn(repo):
     runs = client.search_runs([client.get_experiment_by_name("etth1").experiment_id])
     assert runs[0].data.tags["device"] == "cuda"
     assert runs[0].data.tags["cudnn"] not in ("None", "")
+
+
+@pytest.mark.parametrize("size, batch_size, world_size", [(205, 32, 2), (50, 8, 3), (3, 4, 4)])
+def test_ranks_split_every_global_batch_into_equal_shards(size, batch_size, world_size):
+    lengths = torch.randint(1, 50, (size,))
+    single = EpochBatchSampler(size, batch_size, True, 0, lengths)
+    shards = [EpochBatchSampler(size, batch_size, True, 0, lengths, rank, world_size) for rank in range(world_size)]
+    for sampler in (single, *shards):
+        sampler.set_epoch(3)
+    per_rank = [list(s) for s in shards]
+    assert all(len(batches) == len(single) for batches in per_rank)  # same step count: no rank waits forever
+    for step, batch in enumerate(single):
+        parts = [batches[step] for batches in per_rank]
+        assert len({len(p) for p in parts}) == 1  # equal shards: DDP's gradient mean is the batch mean
+        assert set().union(*parts) == set(batch)  # together, exactly the single-process batch
+        assert sum(map(len, parts)) - len(batch) < world_size  # padded by fewer rows than there are ranks
+    epoch_3 = list(single)
+    single.set_epoch(4)
+    assert size < 2 * batch_size or list(single) != epoch_3  # set_epoch reshuffles
+
+
+def test_ddp_with_two_gloo_processes_matches_one_process_and_logs_one_run(repo):
+    train(repo, "etth1", "gru", "tracking.enabled=false")
+    single = metrics(repo, "etth1-gru")
+    compose_params(repo, repo.parent / "mirror", "tracking.uri=sqlite:///ddp.db")
+    result = run_in(repo, TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "pipeline.train", "etth1", "gru")
+    assert "training etth1-gru on cpu x 2 processes" in result.stderr
+    ddp = metrics(repo, "etth1-gru")
+    for key in ("test/mse", "test/mae", "best/val/mse"):
+        assert ddp[key] == pytest.approx(single[key], rel=1e-3), key
+    assert ddp["best/epoch"] == single["best/epoch"] and ddp["epochs"] == single["epochs"]
+    # Each sample was seen once per epoch (on one rank), plus at most one padding row per rank and batch.
+    assert single["train/samples"] <= ddp["train/samples"] <= single["train/samples"] + 2 * ddp["epochs"]
+    assert not (repo / "checkpoints/etth1-gru/last.pt").exists()
+
+    from mlflow import MlflowClient  # rank 0 alone tracked
+    client = MlflowClient(f"sqlite:///{repo}/ddp.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("etth1").experiment_id])
+    assert run.data.tags["world_size"] == "2" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mse")] == [1, 2]
+
+
+def test_nproc_per_node_launches_torchrun_from_the_stage_command(repo):
+    result = train(repo, "etth1", "lstm", "tracking.enabled=false", "train.nproc_per_node=2")
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m pipeline.train etth1 lstm" in result.stderr
+    assert "training etth1-lstm on cpu x 2 processes" in result.stderr
+    assert metrics(repo, "etth1-lstm")["epochs"] == 2
