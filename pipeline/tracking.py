@@ -3,7 +3,8 @@
 - Where: `tracking.uri` (sqlite:///mlflow.db at the repo root by default); the
   MLFLOW_TRACKING_URI environment variable wins over it.
 - One experiment per task (`<prefix><task>`), one run per model, named after the model.
-- Tags: git commit and dirty flag, the DVC stage, and DVC_EXP_NAME when DVC sets it.
+- Tags: git commit and dirty flag, the DVC stage, DVC_EXP_NAME when DVC sets it, and
+  CUDA_VISIBLE_DEVICES when set (a queue worker pinned to a GPU).
 - `tracking.enabled: false` gives a tracker that does nothing.
 - An unreachable tracking server is an error at start-up, before any training.
 """
@@ -70,6 +71,8 @@ def run_tags(stage: str) -> dict[str, str]:
     tags = {**git_tags(), "dvc.stage": os.environ.get("DVC_STAGE", stage)}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # which GPU(s) a pinned queue worker had
+        tags["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
     return tags
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -18,33 +19,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(pipeline_repo):
-    repo, *_ = pipeline_repo
+@contextlib.contextmanager
+def mlflow_server(backend_store_uri: str, *options: str, cwd: Path | None = None, timeout: float = 120):
+    """A real `mlflow server` on 127.0.0.1 (a free port); yields its base URL, stops it afterwards."""
     port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{repo}/mlflow.db", "--workers", "1"],
-        cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         "--backend-store-uri", backend_store_uri, "--workers", "1", *options],
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited: {process.stderr.read()[-2000:]}")
-    else:
-        process.kill()
-        pytest.fail("mlflow server did not answer /health within 90 s")
-    yield base
-    process.terminate()
+    deadline = time.monotonic() + timeout
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow server exited: {process.stderr.read()[-3000:]}")
+            try:
+                if requests.get(f"{base}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"mlflow server on {backend_store_uri} did not answer /health within {timeout:g} s")
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def server(pipeline_repo):
+    repo, *_ = pipeline_repo
+    with mlflow_server(f"sqlite:///{repo}/mlflow.db", cwd=repo) as base:
+        yield base
 
 
 def api(base: str, path: str, **body):

@@ -102,11 +102,13 @@ def test_an_unreachable_tracking_server_fails_at_start_up(repo):
 
 
 def test_the_dvc_experiment_name_is_tagged(repo):
-    train(repo, "etth1", "gru", "tracking.uri=sqlite:///tags.db", env={"DVC_EXP_NAME": "brisk-bark"})
+    train(repo, "etth1", "gru", "tracking.uri=sqlite:///tags.db",
+          env={"DVC_EXP_NAME": "brisk-bark", "CUDA_VISIBLE_DEVICES": "3"})
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{repo}/tags.db")
     (run,) = client.search_runs([client.get_experiment_by_name("etth1").experiment_id])
     assert run.data.tags["dvc.exp_name"] == "brisk-bark"
+    assert run.data.tags["cuda_visible_devices"] == "3"  # a queue worker's GPU pinning shows in MLflow
     assert run.info.run_name == "gru"
 
 

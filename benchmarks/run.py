@@ -1,0 +1,480 @@
+"""One command that measures the pipeline side by side, on this machine:
+
+    python -m benchmarks.run                 # after `dvc repro`; writes benchmarks/results/<host-kind>.{json,md}
+
+(a) train      samples/s and tokens (or time steps)/s of pipeline.train's loop against a bare
+               PyTorch loop, same model, same batches; the ratio must be >= 0.95
+(b) roofline   the same throughput in FLOP/s, as a fraction of a large matmul measured in this run
+(c) onnx       onnxruntime (CPU and CUDA providers) against PyTorch eager: p50/p95 latency and
+               throughput at batch 1 and 64
+(d) export     seconds of torch.onnx.export per model
+(e) prepare    IMDB prepare throughput (reviews/s), ETTh1 rows/s
+(f) repro      `dvc repro` wall time: full (a fresh clone of HEAD, empty cache) and no-op (all up
+               to date; must be <= 5 s)
+
+Every figure is the median of --repeats runs, with min and max. Sections run in the order
+above; --only picks some. The machine should be otherwise idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import itertools
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmarks.flops import classifier_train_flops, forecaster_train_flops, matmul_flops
+from pipeline.config import Config, ImdbTask, load_config
+from pipeline.datasets import load_task_data
+from pipeline.files import read_json, write_json_atomic, write_text_atomic
+
+SECTIONS = ("train", "roofline", "onnx", "export", "prepare", "repro-full", "repro-noop")
+TRAIN_RATIO_TARGET = 0.95
+NOOP_TARGET_S = 5.0
+MODELS = [("imdb", "lstm"), ("imdb", "gru"), ("etth1", "lstm"), ("etth1", "gru")]
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values)),
+            "n": len(values)}
+
+
+def host_kind(device: torch.device) -> str:
+    """cuda-<gpu name> or cpu-<cores>core-<arch>: the name of the results file."""
+    if device.type == "cuda":
+        name = f"cuda-{torch.cuda.get_device_name(device)}"
+    else:
+        name = f"cpu-{os.cpu_count()}core-{platform.machine()}"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def host_info(device: torch.device) -> dict:
+    import onnxruntime
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": str(device), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version()}
+    if device.type == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version())
+    return info
+
+
+def git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---- (a) and (b): training throughput and its roofline -----------------------------------
+
+
+def bare_loop(model, batches, optimizer, loss_fn, device) -> None:
+    """What a minimal PyTorch training loop does: forward, loss, backward, step."""
+    model.train()
+    for inputs, target in batches:
+        inputs, target = inputs.to(device), target.to(device)
+        loss = loss_fn(model(inputs), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def model_for(config: Config, task_name: str, model_name: str, meta: dict) -> tuple[nn.Module, dict]:
+    from pipeline.models import build_model
+    from pipeline.train import model_args_for
+
+    spec = model_args_for(config, task_name, model_name, meta)
+    torch.manual_seed(config.seed)
+    return build_model(spec["kind"], spec["args"]), spec
+
+
+def batch_work(kind: str, args: dict, meta: dict, batches) -> dict:
+    """Samples, time steps (valid tokens for IMDB) and training FLOPs of a list of batches."""
+    samples = steps = flops = 0
+    for inputs, _ in batches:
+        samples += len(inputs)
+        if kind == "classifier":
+            steps += int((inputs != meta["pad_id"]).sum())
+            flops += classifier_train_flops(args, inputs.shape[0], inputs.shape[1])
+        else:
+            steps += inputs.shape[0] * inputs.shape[1]
+            flops += forecaster_train_flops(args, inputs.shape[0], inputs.shape[1])
+    return {"samples": samples, "steps": steps, "flops": flops}
+
+
+def bench_train(config: Config, task_name: str, model_name: str, device: torch.device, repeats: int,
+                n_batches: int) -> dict:
+    """Our loop (pipeline.train.train_epoch over its DataLoader) against the bare loop over the
+    same batches, alternating, each from the same initial weights."""
+    from pipeline.train import objective_for, train_epoch
+
+    task = config.task[task_name]
+    data = load_task_data(task.kind, task.paths.prepared, task.train.batch_size, task.train.eval_batch_size,
+                          config.seed, config.train.num_workers)
+    data.train.batch_sampler.set_epoch(1)
+    n_batches = min(n_batches, len(data.train))
+    batches = list(itertools.islice(data.train, n_batches))
+    initial, spec = model_for(config, task_name, model_name, data.meta)
+    loss_fn = objective_for(task).loss
+    autocast = config.train.precision == "bf16" and device.type == "cuda"
+
+    def ours() -> float:
+        model = copy.deepcopy(initial).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.train.lr,
+                                                        total_steps=n_batches + 1)
+        synchronize(device)
+        start = time.perf_counter()
+        train_epoch(model, itertools.islice(data.train, n_batches), optimizer, scheduler, loss_fn, device,
+                    config.train.grad_clip, autocast, "benchmark")
+        synchronize(device)
+        return time.perf_counter() - start
+
+    def bare() -> float:
+        model = copy.deepcopy(initial).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            bare_loop(model, batches, optimizer, loss_fn, device)
+        synchronize(device)
+        return time.perf_counter() - start
+
+    work = batch_work(spec["kind"], spec["args"], data.meta, batches)
+    ours(), bare()  # warm-up: allocator, oneDNN/cuDNN kernel selection
+    seconds = {"ours": [], "bare": []}
+    for _ in range(repeats):
+        seconds["ours"].append(ours())
+        seconds["bare"].append(bare())
+    result = {"batches": n_batches, "batch_size": task.train.batch_size, **work,
+              "step_unit": "valid tokens" if spec["kind"] == "classifier" else "input time steps"}
+    for loop, values in seconds.items():
+        result[loop] = {"seconds": stats(values),
+                        "samples_per_s": stats([work["samples"] / s for s in values]),
+                        "steps_per_s": stats([work["steps"] / s for s in values]),
+                        "flop_per_s": stats([work["flops"] / s for s in values])}
+    ratios = [b / o for o, b in zip(seconds["ours"], seconds["bare"])]  # throughput ours / bare
+    result["ratio_ours_to_bare"] = stats(ratios)
+    result["ratio_target"] = TRAIN_RATIO_TARGET
+    result["ratio_met"] = bool(np.median(ratios) >= TRAIN_RATIO_TARGET)
+    return result
+
+
+def rate(run, flops: int, device: torch.device, repeats: int, calls: int = 5) -> list[float]:
+    """FLOP/s of `run` (doing `flops`), once per repeat, each over `calls` calls after a warm-up."""
+    run(), run()
+    synchronize(device)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        synchronize(device)
+        rates.append(calls * flops / (time.perf_counter() - start))
+    return rates
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int, n: int) -> dict:
+    """The roofline's ceiling: the fastest n x n matmul among the GEMM libraries torch uses here.
+
+    torch.mm goes to MKL on the CPU (cuBLAS on CUDA), but the CPU LSTM and GRU kernels are
+    oneDNN's, and on some CPUs (MKL on AMD: AVX2 code even where AVX-512 exists) oneDNN's
+    GEMM is much faster. Measuring only torch.mm would put the models "above peak".
+    """
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    libraries = {"torch.mm": stats(rate(lambda: a @ b, matmul_flops(n), device, repeats))}
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        a_onednn, b_onednn = a.to_mkldnn(), b.to_mkldnn()
+        libraries["oneDNN"] = stats(rate(lambda: torch.ops.aten.mkldnn_linear(a_onednn, b_onednn), matmul_flops(n),
+                                         device, repeats))
+    best = max(libraries, key=lambda name: libraries[name]["median"])
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "library": best,
+            "flop_per_s": libraries[best], "libraries": libraries}
+
+
+def roofline(train: dict, peak: dict) -> dict:
+    ceiling = peak["flop_per_s"]["median"]
+    return {"peak": peak, "models": {
+        name: {"flop_per_token_position": None if r["steps"] == 0 else r["flops"] / r["steps"],
+               "ours_flop_per_s": r["ours"]["flop_per_s"]["median"],
+               "fraction_of_peak": stats([v / ceiling for v in (r["ours"]["flop_per_s"]["min"],
+                                                               r["ours"]["flop_per_s"]["median"],
+                                                               r["ours"]["flop_per_s"]["max"])])}
+        for name, r in train.items()}}
+
+
+# ---- (c) onnxruntime against PyTorch, (d) export -----------------------------------------
+
+
+def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
+    from pipeline.export import load_checkpoint
+    from pipeline.validate import PROVIDERS, latency_report, open_session
+
+    name = f"{task_name}-{model_name}"
+    model, spec = load_checkpoint(Path(config.paths.models) / name / "model.pt")
+    meta = read_json(Path(config.task[task_name].paths.prepared) / "meta.json")
+    onnx_path = Path(config.paths.onnx) / name / "model.onnx"
+    result = {}
+    for key, provider in PROVIDERS.items():
+        session, reason = open_session(onnx_path, provider)
+        if session is None:
+            result[key] = {"status": "unavailable", "reason": reason}
+            continue
+        device = torch.device("cuda" if key == "cuda" and torch.cuda.is_available() else "cpu")
+        runs = [latency_report(session, model.to(device), spec["kind"], spec["args"], meta, device)
+                for _ in range(repeats)]
+        result[key] = {"status": "ok", "torch_device": device.type,
+                       **{metric: stats([run[metric] for run in runs]) for metric in runs[0]}}
+    return result
+
+
+def bench_export(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
+    from pipeline.export import export_onnx, graph_interface, load_checkpoint
+
+    name = f"{task_name}-{model_name}"
+    model, spec = load_checkpoint(Path(config.paths.models) / name / "model.pt")
+    meta = read_json(Path(config.task[task_name].paths.prepared) / "meta.json")
+    interface = graph_interface(spec["kind"], spec["args"], meta)
+    seconds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            export_onnx(model, spec["kind"], interface, Path(tmp) / "model.onnx", config.export.opset,
+                        config.export.dynamo, {})
+            seconds.append(time.perf_counter() - start)  # export plus check and save, as the stage does
+    return {"seconds": stats(seconds)}
+
+
+# ---- (e) prepare throughput ------------------------------------------------------------------
+
+
+def bench_prepare(config: Config, repeats: int) -> dict:
+    from pipeline.data import imdb, timeseries
+
+    result = {}
+    for task_name, task in config.task.items():
+        preparer, unit = (imdb, "reviews") if isinstance(task, ImdbTask) else (timeseries, "rows")
+        seconds, card = [], {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(repeats):
+                start = time.perf_counter()
+                card = preparer.prepare(task.paths.raw, task.prepare, Path(tmp) / str(i))
+                seconds.append(time.perf_counter() - start)
+        count = (sum(split["count"] for split in card["splits"].values()) + card["unsup_count"]
+                 if unit == "reviews" else card["rows"])
+        result[task_name] = {"unit": unit, "count": count, "seconds": stats(seconds),
+                             f"{unit}_per_s": stats([count / s for s in seconds])}
+    return result
+
+
+# ---- (f) dvc repro -----------------------------------------------------------------------------
+
+
+def timed(command: list[str], cwd: Path, env: dict) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} in {cwd} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def repro_env() -> dict:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # each clone tracks into its own store
+    return env
+
+
+def bench_repro_full(repeats: int) -> dict:
+    """`dvc repro` of a fresh clone of HEAD with an empty DVC cache: every stage runs."""
+    if not os.environ.get("RB_OFFLINE_DIR"):
+        print("repro-full: RB_OFFLINE_DIR is not set, so fetch downloads the datasets", file=sys.stderr)
+    seconds = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            clone = Path(tmp) / "clone"
+            subprocess.run(["git", "clone", "-q", str(Path.cwd()), str(clone)], check=True)
+            seconds.append(timed(["dvc", "repro"], clone, repro_env()))
+    return {"commit": git_commit(), "seconds": stats(seconds)}
+
+
+def bench_repro_noop(repeats: int) -> dict:
+    """`dvc repro` here, where everything is up to date: DVC's own overhead."""
+    env = repro_env()
+    status = subprocess.run(["dvc", "status", "--json"], env=env, capture_output=True, text=True, check=False)
+    if status.returncode != 0 or json.loads(status.stdout or "{}"):
+        raise RuntimeError(f"repro-noop needs an up-to-date pipeline; `dvc status` says: {status.stdout.strip()}"
+                           f"{status.stderr.strip()}")
+    seconds = [timed(["dvc", "repro"], Path.cwd(), env) for _ in range(repeats)]
+    return {"seconds": stats(seconds), "target_s": NOOP_TARGET_S,
+            "target_met": bool(np.median(seconds) <= NOOP_TARGET_S)}
+
+
+# ---- the table -----------------------------------------------------------------------------
+
+
+def fmt(stat: dict, scale: float = 1.0, digits: int = 1) -> str:
+    return f"{stat['median'] * scale:.{digits}f} ({stat['min'] * scale:.{digits}f}–{stat['max'] * scale:.{digits}f})"
+
+
+def markdown(results: dict) -> str:
+    host = results["host"]
+    lines = [f"# Benchmarks: {results['host_kind']}",
+             f"{host.get('gpu') or host['cpu']}; {host['cores']} cores, torch {host['torch']} "
+             f"({host['torch_threads']} threads), onnxruntime {host['onnxruntime']}; commit "
+             f"{results['commit'][:10]}; {results['date']}. Median (min–max) of {results['repeats']} runs."]
+    if "train" in results:
+        lines += ["", "## (a) Training throughput: pipeline loop against a bare PyTorch loop", "",
+                  "| model | batches | ours samples/s | bare samples/s | ours steps/s | ratio ours/bare (≥ 0.95) |",
+                  "|---|---|---|---|---|---|"]
+        for name, r in results["train"].items():
+            mark = "" if r["ratio_met"] else " **missed**"
+            lines.append(f"| {name} | {r['batches']} × {r['batch_size']} | {fmt(r['ours']['samples_per_s'])} | "
+                         f"{fmt(r['bare']['samples_per_s'])} | {fmt(r['ours']['steps_per_s'], 1e-3)}k "
+                         f"{r['step_unit']} | {fmt(r['ratio_ours_to_bare'], digits=3)}{mark} |")
+    if "roofline" in results:
+        peak = results["roofline"]["peak"]
+        measured = ", ".join(f"{name} {fmt(value, 1e-9, 0)}" for name, value in peak["libraries"].items())
+        lines += ["", f"## (b) Roofline: training FLOP/s against the fastest {peak['n']}² {peak['dtype']} matmul", "",
+                  f"Matmul GFLOP/s: {measured}; the ceiling is {peak['library']}'s. FLOPs are counted "
+                  "per training step (forward and backward) by `benchmarks/flops.py`.", "",
+                  "| model | train FLOP per token (IMDB) or input step (ETTh1) | ours GFLOP/s | fraction of matmul peak |", "|---|---|---|---|"]
+        for name, r in results["roofline"]["models"].items():
+            lines.append(f"| {name} | {r['flop_per_token_position'] / 1e6:.2f} M | {r['ours_flop_per_s'] / 1e9:.1f} | "
+                         f"{fmt(r['fraction_of_peak'], 100)} % |")
+    if "onnx" in results:
+        lines += ["", "## (c) onnxruntime against PyTorch eager (ms; throughput in samples/s)", "",
+                  "| model | provider | b1 p50 | b1 p95 | torch b1 p50 | b64 p50 | b64 p95 | torch b64 p50 | "
+                  "b64 samples/s | speed-up b1 / b64 |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, providers in results["onnx"].items():
+            for key, r in providers.items():
+                if r["status"] != "ok":
+                    lines.append(f"| {name} | {key} | unavailable: {r['reason'][:80]} |||||||| ")
+                    continue
+                lines.append(
+                    f"| {name} | {key} | {fmt(r['latency_ms_b1_p50'], digits=2)} | {fmt(r['latency_ms_b1_p95'], digits=2)} | "
+                    f"{fmt(r['torch_latency_ms_b1_p50'], digits=2)} | {fmt(r['latency_ms_b64_p50'], digits=2)} | "
+                    f"{fmt(r['latency_ms_b64_p95'], digits=2)} | {fmt(r['torch_latency_ms_b64_p50'], digits=2)} | "
+                    f"{fmt(r['throughput_b64'], digits=0)} | {r['speedup_vs_torch_b1']['median']:.2f}× / "
+                    f"{r['speedup_vs_torch_b64']['median']:.2f}× |")
+    if "export" in results:
+        lines += ["", "## (d) ONNX export (s)", "", "| model | seconds |", "|---|---|"]
+        lines += [f"| {name} | {fmt(r['seconds'], digits=3)} |" for name, r in results["export"].items()]
+    if "prepare" in results:
+        lines += ["", "## (e) Prepare", "", "| task | items | seconds | items/s |", "|---|---|---|---|"]
+        for name, r in results["prepare"].items():
+            lines.append(f"| {name} | {r['count']} {r['unit']} | {fmt(r['seconds'])} | {fmt(r[r['unit'] + '_per_s'], digits=0)} |")
+    if "repro-full" in results or "repro-noop" in results:
+        lines += ["", "## (f) `dvc repro` wall time (s)", "", "| run | seconds |", "|---|---|"]
+        if "repro-full" in results:
+            lines.append(f"| full (fresh clone, empty cache) | {fmt(results['repro-full']['seconds'])} |")
+        if "repro-noop" in results:
+            r = results["repro-noop"]
+            mark = "" if r["target_met"] else " **missed**"
+            lines.append(f"| no-op (up to date; ≤ {r['target_s']:g} s) | {fmt(r['seconds'], digits=2)}{mark} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---- the command -------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="runs per figure (default 5)")
+    parser.add_argument("--repro-repeats", type=int, default=1,
+                        help="full `dvc repro` runs (each is the whole pipeline; default 1)")
+    parser.add_argument("--batches", type=int, default=40, help="training batches per timed run (default 40)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated among {', '.join(SECTIONS)}")
+    parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--only: unknown section(s) {unknown}; choose among {list(SECTIONS)}")
+    if args.repeats < 1 or args.repro_repeats < 1 or args.batches < 1:
+        parser.error("--repeats, --repro-repeats and --batches must be at least 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict:
+    config = load_config()
+    from pipeline.train import pick_device
+
+    device = pick_device(config.train.device)
+    torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
+    results = {"host_kind": host_kind(device), "host": host_info(device), "commit": git_commit(),
+               "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "repeats": args.repeats, "sections": args.only}
+    names = [f"{t}-{m}" for t, m in MODELS]
+
+    def each_model(function, *extra):
+        return {name: function(config, t, m, *extra) for name, (t, m) in zip(names, MODELS)}
+
+    steps = [
+        ("train", lambda: each_model(bench_train, device, args.repeats, args.batches)),
+        ("roofline", lambda: roofline(results["train"] if "train" in results else
+                                      each_model(bench_train, device, args.repeats, args.batches),
+                                      matmul_peak(device, torch.bfloat16 if config.train.precision == "bf16"
+                                                  and device.type == "cuda" else torch.float32,
+                                                  args.repeats, args.matmul_size))),
+        ("onnx", lambda: each_model(bench_onnx, args.repeats)),
+        ("export", lambda: each_model(bench_export, args.repeats)),
+        ("prepare", lambda: bench_prepare(config, args.repeats)),
+        ("repro-full", lambda: bench_repro_full(args.repro_repeats)),
+        ("repro-noop", lambda: bench_repro_noop(args.repeats)),
+    ]
+    for section, measure in steps:
+        if section in args.only:
+            start = time.perf_counter()
+            print(f"benchmarks: {section} ...", file=sys.stderr, flush=True)
+            results[section] = measure()
+            print(f"benchmarks: {section} done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for needed in ("params.yaml", "dvc.yaml"):
+        if not Path(needed).is_file():
+            print(f"benchmarks: {needed} not found in {Path.cwd()}; run from the repository root", file=sys.stderr)
+            return 2
+    try:
+        results = run(args)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"benchmarks: {exc}\n(run `dvc repro` first: the benchmarks read its models and data)",
+              file=sys.stderr)
+        return 1
+    table = markdown(results)
+    stem = args.out / results["host_kind"]
+    write_json_atomic(stem.with_suffix(".json"), results)
+    write_text_atomic(stem.with_suffix(".md"), table)
+    print(table)
+    print(f"wrote {stem}.json and {stem}.md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
