@@ -304,6 +304,8 @@ def timed(command: list[str], cwd: Path, env: dict) -> float:
 def repro_env() -> dict:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)  # each clone tracks into its own store
+    if env.get("RB_OFFLINE_DIR"):  # the clone lives elsewhere: a relative mirror path would not resolve there
+        env["RB_OFFLINE_DIR"] = str(Path(env["RB_OFFLINE_DIR"]).resolve())
     return env
 
 
