@@ -372,8 +372,9 @@ def markdown(results: dict) -> str:
                   "b64 samples/s | speed-up b1 / b64 |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, providers in results["onnx"].items():
             for key, r in providers.items():
-                if r["status"] != "ok":
-                    lines.append(f"| {name} | {key} | unavailable: {r['reason'][:80]} |||||||| ")
+                if r["status"] != "ok":  # onnxruntime's own reason, e.g. the CUDA library it could not load
+                    reason = re.sub(r"/\S+/", "", r["reason"].split("]: ", 1)[-1]).replace("|", "/")
+                    lines.append(f"| {name} | {key} | unavailable: {reason} |" + " |" * 7)
                     continue
                 lines.append(
                     f"| {name} | {key} | {fmt(r['latency_ms_b1_p50'], digits=2)} | {fmt(r['latency_ms_b1_p95'], digits=2)} | "
@@ -387,7 +388,8 @@ def markdown(results: dict) -> str:
     if "prepare" in results:
         lines += ["", "## (e) Prepare", "", "| task | items | seconds | items/s |", "|---|---|---|---|"]
         for name, r in results["prepare"].items():
-            lines.append(f"| {name} | {r['count']} {r['unit']} | {fmt(r['seconds'])} | {fmt(r[r['unit'] + '_per_s'], digits=0)} |")
+            lines.append(f"| {name} | {r['count']} {r['unit']} | {fmt(r['seconds'], digits=2)} | "
+                         f"{fmt(r[r['unit'] + '_per_s'], digits=0)} |")
     if "repro-full" in results or "repro-noop" in results:
         lines += ["", "## (f) `dvc repro` wall time (s)", "", "| run | seconds |", "|---|---|"]
         if "repro-full" in results:
@@ -411,6 +413,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated among {', '.join(SECTIONS)}")
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--render", type=Path, metavar="JSON",
+                        help="measure nothing: print (and rewrite the .md beside it) the table of a results file")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(SECTIONS))
@@ -458,6 +462,11 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        table = markdown(read_json(args.render))
+        write_text_atomic(args.render.with_suffix(".md"), table)
+        print(table)
+        return 0
     for needed in ("params.yaml", "dvc.yaml"):
         if not Path(needed).is_file():
             print(f"benchmarks: {needed} not found in {Path.cwd()}; run from the repository root", file=sys.stderr)

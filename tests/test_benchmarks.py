@@ -91,6 +91,8 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
     for heading in ("(a) Training throughput", "(b) Roofline", "(c) onnxruntime", "(d) ONNX export",
                     "(e) Prepare", "(f) `dvc repro`"):
         assert heading in table
+    rendered = run_in(bench_repo, sys.executable, "-m", "benchmarks.run", "--render", str(json_file))
+    assert rendered.stdout.strip() == table.strip()  # the committed table is re-made from its JSON alone
 
 
 def test_bad_arguments_and_a_missing_pipeline_get_clear_errors(bench_repo, tmp_path):
