@@ -147,7 +147,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
         synchronize(device)
         start = time.perf_counter()
         train_epoch(model, itertools.islice(data.train, n_batches), optimizer, scheduler, loss_fn, device,
-                    config.train.grad_clip, autocast, "benchmark")
+                    config.train.grad_clip, autocast, "benchmark", show_progress=False)
         synchronize(device)
         return time.perf_counter() - start
 
@@ -164,9 +164,10 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
     work = batch_work(spec["kind"], spec["args"], data.meta, batches)
     ours(), bare()  # warm-up: allocator, oneDNN/cuDNN kernel selection
     seconds = {"ours": [], "bare": []}
-    for _ in range(repeats):
-        seconds["ours"].append(ours())
-        seconds["bare"].append(bare())
+    for repeat in range(repeats):  # alternate which goes first, so drift favours neither
+        order = (("ours", ours), ("bare", bare)) if repeat % 2 == 0 else (("bare", bare), ("ours", ours))
+        for loop, measure in order:
+            seconds[loop].append(measure())
     result = {"batches": n_batches, "batch_size": task.train.batch_size, **work,
               "step_unit": "valid tokens" if spec["kind"] == "classifier" else "input time steps"}
     for loop, values in seconds.items():
@@ -205,6 +206,14 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int, n: int) 
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     libraries = {"torch.mm": stats(rate(lambda: a @ b, matmul_flops(n), device, repeats))}
+    if device.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+        # cuDNN's RNNs use TF32 tensor cores for fp32 by default; plain torch.mm does not.
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            libraries["torch.mm (TF32)"] = stats(rate(lambda: a @ b, matmul_flops(n), device, repeats))
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
     if device.type == "cpu" and torch.backends.mkldnn.is_available():
         a_onednn, b_onednn = a.to_mkldnn(), b.to_mkldnn()
         libraries["oneDNN"] = stats(rate(lambda: torch.ops.aten.mkldnn_linear(a_onednn, b_onednn), matmul_flops(n),
@@ -215,13 +224,13 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int, n: int) 
 
 
 def roofline(train: dict, peak: dict) -> dict:
+    """Each model's training FLOP/s (median, min, max over the repeats) over the median ceiling."""
     ceiling = peak["flop_per_s"]["median"]
     return {"peak": peak, "models": {
         name: {"flop_per_token_position": None if r["steps"] == 0 else r["flops"] / r["steps"],
                "ours_flop_per_s": r["ours"]["flop_per_s"]["median"],
-               "fraction_of_peak": stats([v / ceiling for v in (r["ours"]["flop_per_s"]["min"],
-                                                               r["ours"]["flop_per_s"]["median"],
-                                                               r["ours"]["flop_per_s"]["max"])])}
+               "fraction_of_peak": {key: r["ours"]["flop_per_s"][key] / ceiling for key in ("median", "min", "max")}
+               | {"n": r["ours"]["flop_per_s"]["n"]}}
         for name, r in train.items()}}
 
 
@@ -420,8 +429,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.only) - set(SECTIONS))
     if unknown:
         parser.error(f"--only: unknown section(s) {unknown}; choose among {list(SECTIONS)}")
-    if args.repeats < 1 or args.repro_repeats < 1 or args.batches < 1:
-        parser.error("--repeats, --repro-repeats and --batches must be at least 1")
+    if min(args.repeats, args.repro_repeats, args.batches, args.matmul_size) < 1:
+        parser.error("--repeats, --repro-repeats, --batches and --matmul-size must be at least 1")
     return args
 
 
@@ -463,7 +472,15 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
-        table = markdown(read_json(args.render))
+        try:
+            table = markdown(read_json(args.render))
+        except (OSError, ValueError) as exc:
+            print(f"benchmarks: --render {args.render}: {exc}", file=sys.stderr)
+            return 2
+        except KeyError as exc:
+            print(f"benchmarks: --render {args.render}: missing key {exc}; is it a benchmarks/results file?",
+                  file=sys.stderr)
+            return 2
         write_text_atomic(args.render.with_suffix(".md"), table)
         print(table)
         return 0
@@ -473,9 +490,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         results = run(args)
-    except (FileNotFoundError, RuntimeError) as exc:
+    except FileNotFoundError as exc:
         print(f"benchmarks: {exc}\n(run `dvc repro` first: the benchmarks read its models and data)",
               file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError, subprocess.SubprocessError) as exc:  # ConfigError is a ValueError
+        print(f"benchmarks: {exc}", file=sys.stderr)
         return 1
     table = markdown(results)
     stem = args.out / results["host_kind"]

@@ -238,13 +238,17 @@ def train_epoch(model, loader, optimizer, scheduler, loss_fn, device, grad_clip,
     return total_loss, samples
 
 
-def fingerprint(config: Config, task_name: str, model_name: str, data_digest: str) -> str:
-    """What a resume checkpoint must match: this run's settings and its data."""
+def fingerprint(config: Config, task_name: str, model_name: str, data_digest: str, world_size: int = 1) -> str:
+    """What a resume checkpoint must match: this run's settings, its data, and its number of
+    processes (each rank draws its own dropout masks, so another count is another run)."""
     import hashlib
     import json
 
+    train = config.train.model_dump(exclude={"nproc_per_node"})  # how it is launched: world_size says it
     relevant = {"task": config.task[task_name].model_dump(), "model": config.model[model_name].model_dump(),
-                "train": config.train.model_dump(), "seed": config.seed, "data": data_digest}
+                "train": train, "seed": config.seed, "data": data_digest}
+    if world_size > 1:
+        relevant["world_size"] = world_size
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -280,7 +284,7 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResu
     objective = objective_for(task)
 
     resume_path = Path(config.paths.checkpoints) / name / "last.pt"
-    run_fingerprint = fingerprint(config, task_name, model_name, data.digest)
+    run_fingerprint = fingerprint(config, task_name, model_name, data.digest, ranks.world_size)
     resume = from_rank0(load_resume(resume_path, run_fingerprint) if ranks.is_main else None, ranks)
 
     torch.manual_seed(config.seed)
@@ -347,9 +351,10 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResu
             row = from_rank0(row, ranks)  # every rank takes the same early-stopping decision
             history.append(row)
             improved = row[objective.monitor] > best["metric"] if objective.maximize else row[objective.monitor] < best["metric"]
-            if improved:
+            if improved:  # only rank 0 keeps the weights: it alone evaluates test and writes outputs
                 best = {"metric": row[objective.monitor], "epoch": epoch,
-                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                        if ranks.is_main else None}
                 bad_epochs = 0
             else:
                 bad_epochs += 1
@@ -375,7 +380,7 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> "FitResu
             "epochs": len(history),
             "train/seconds": round(train_seconds, 2),
             "train/samples_per_s": round(samples_seen / train_seconds, 2),
-            "train/samples": samples_seen,  # over all epochs and processes
+            "train/samples": samples_seen,  # over all epochs and processes (DDP: padding rows included)
             "params/count": count_parameters(model),
         }
         return FitResult(final, history, model.cpu(), spec, tracker, test_outputs, test_targets, data, resume_path)
@@ -424,6 +429,13 @@ def write_outputs(config: Config, task_name: str, model_name: str, result: FitRe
     log.info("%s: %s", name, ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
 
 
+def leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def torchrun_command(nproc_per_node: int, task_name: str, model_name: str) -> list[str]:
     """This stage again, as N local DDP processes under torchrun (rendezvous on this host)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
@@ -445,16 +457,15 @@ def main(argv: list[str] | None = None) -> int:
             log.info("train.nproc_per_node=%d: %s", config.train.nproc_per_node, " ".join(command))
             sys.stdout.flush()
             os.execv(command[0], command)  # DVC keeps waiting on this same process
-        result = fit(config, task_name, model_name, stage)
+        try:
+            result = fit(config, task_name, model_name, stage)
+            if result is not None:
+                write_outputs(config, task_name, model_name, result)
+        finally:
+            leave_process_group()
     except (ConfigError, TrackingError, FileNotFoundError) as exc:
         print(f"{stage}: {exc}", file=sys.stderr)
         return 1
-    if result is not None:
-        write_outputs(config, task_name, model_name, result)
-    if ranks.world_size > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
     return 0
 
 

@@ -127,13 +127,14 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def run_in(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run_in(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True,
+           timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run a command in `repo` with this interpreter's environment first on PATH."""
     full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for name in ("RB_OFFLINE_DIR", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME"):  # only what the test passes
         full_env.pop(name, None)
     full_env.update(env or {})
-    result = subprocess.run(list(args), cwd=repo, env=full_env, capture_output=True, text=True)
+    result = subprocess.run(list(args), cwd=repo, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

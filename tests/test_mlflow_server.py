@@ -6,6 +6,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,16 +24,18 @@ def free_port() -> int:
 def mlflow_server(backend_store_uri: str, *options: str, cwd: Path | None = None, timeout: float = 120):
     """A real `mlflow server` on 127.0.0.1 (a free port); yields its base URL, stops it afterwards."""
     port = free_port()
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a full pipe would stall the server
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", backend_store_uri, "--workers", "1", *options],
-        cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cwd=cwd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                pytest.fail(f"mlflow server exited: {process.stderr.read()[-3000:]}")
+                log.seek(0)
+                pytest.fail(f"mlflow server exited: {log.read()[-3000:]}")
             try:
                 if requests.get(f"{base}/health", timeout=2).ok:
                     break
@@ -47,6 +50,7 @@ def mlflow_server(backend_store_uri: str, *options: str, cwd: Path | None = None
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
 
 
 @pytest.fixture

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.config import load_config
 from pipeline.datasets import EpochBatchSampler
 from pipeline.models import build_model
+from pipeline.train import fingerprint
 from tests.conftest import compose_params, copy_repo, make_mirror, run_in
 
 TIMING = {"train/seconds", "train/samples_per_s"}
@@ -32,9 +34,9 @@ def repo(tmp_path_factory):
     return repo
 
 
-def train(repo, task, model, *overrides, env=None, check=True):
+def train(repo, task, model, *overrides, env=None, check=True, timeout=None):
     compose_params(repo, repo.parent / "mirror", *overrides)
-    return run_in(repo, sys.executable, "-m", "pipeline.train", task, model, env=env, check=check)
+    return run_in(repo, sys.executable, "-m", "pipeline.train", task, model, env=env, check=check, timeout=timeout)
 
 
 def metrics(repo, name):
@@ -151,7 +153,8 @@ def test_ddp_with_two_gloo_processes_matches_one_process_and_logs_one_run(repo):
     train(repo, "etth1", "gru", "tracking.enabled=false")
     single = metrics(repo, "etth1-gru")
     compose_params(repo, repo.parent / "mirror", "tracking.uri=sqlite:///ddp.db")
-    result = run_in(repo, TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "pipeline.train", "etth1", "gru")
+    result = run_in(repo, TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "pipeline.train", "etth1", "gru",
+                    timeout=300)  # a collective that some rank never reaches would otherwise hang for an hour
     assert "training etth1-gru on cpu x 2 processes" in result.stderr
     ddp = metrics(repo, "etth1-gru")
     for key in ("test/mse", "test/mae", "best/val/mse"):
@@ -169,7 +172,19 @@ def test_ddp_with_two_gloo_processes_matches_one_process_and_logs_one_run(repo):
 
 
 def test_nproc_per_node_launches_torchrun_from_the_stage_command(repo):
-    result = train(repo, "etth1", "lstm", "tracking.enabled=false", "train.nproc_per_node=2")
-    assert "torch.distributed.run --standalone --nproc_per_node=2 -m pipeline.train etth1 lstm" in result.stderr
-    assert "training etth1-lstm on cpu x 2 processes" in result.stderr
-    assert metrics(repo, "etth1-lstm")["epochs"] == 2
+    # IMDB: length-bucketed batches cut per rank to their own longest row, and dropout per rank.
+    result = train(repo, "imdb", "lstm", "tracking.enabled=false", "train.nproc_per_node=2", timeout=300)
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m pipeline.train imdb lstm" in result.stderr
+    assert "training imdb-lstm on cpu x 2 processes" in result.stderr
+    ddp = metrics(repo, "imdb-lstm")
+    train_rows, batches = 18, 3  # the fixture's IMDB train split, in batches of 8
+    assert ddp["epochs"] == 2
+    assert 2 * train_rows <= ddp["train/samples"] <= 2 * (train_rows + batches)
+
+
+def test_resume_state_is_tied_to_the_process_count_not_to_how_it_was_launched(repo):
+    config = load_config(repo / "params.yaml")
+    one = fingerprint(config, "etth1", "gru", "data")
+    relaunched = config.model_copy(update={"train": config.train.model_copy(update={"nproc_per_node": 4})})
+    assert fingerprint(relaunched, "etth1", "gru", "data") == one  # the same single process
+    assert fingerprint(config, "etth1", "gru", "data", world_size=2) != one
