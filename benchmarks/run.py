@@ -64,9 +64,10 @@ def host_kind(device: torch.device) -> str:
 def host_info(device: torch.device) -> dict:
     import onnxruntime
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "device": str(device), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "python": platform.python_version()}
@@ -139,9 +140,12 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
     loss_fn = objective_for(task).loss
     autocast = config.train.precision == "bf16" and device.type == "cuda"
 
-    def ours() -> float:
+    def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
         model = copy.deepcopy(initial).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        return model, torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+
+    def ours() -> float:
+        model, optimizer = fresh()
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.train.lr,
                                                         total_steps=n_batches + 1)
         synchronize(device)
@@ -152,8 +156,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
         return time.perf_counter() - start
 
     def bare() -> float:
-        model = copy.deepcopy(initial).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        model, optimizer = fresh()
         synchronize(device)
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -182,18 +185,11 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
     return result
 
 
-def rate(run, flops: int, device: torch.device, repeats: int, calls: int = 5) -> list[float]:
-    """FLOP/s of `run` (doing `flops`), once per repeat, each over `calls` calls after a warm-up."""
-    run(), run()
-    synchronize(device)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        synchronize(device)
-        rates.append(calls * flops / (time.perf_counter() - start))
-    return rates
+def rate(run, flops: int, device: torch.device, repeats: int) -> list[float]:
+    """FLOP/s of `run` (doing `flops`), one figure per timed call, after validate's warm-up."""
+    from pipeline.validate import timings
+
+    return [flops / (ms / 1000.0) for ms in timings(lambda: (run(), synchronize(device)), repeats)]
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int, n: int) -> dict:
@@ -237,14 +233,19 @@ def roofline(train: dict, peak: dict) -> dict:
 # ---- (c) onnxruntime against PyTorch, (d) export -----------------------------------------
 
 
-def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
+def trained(config: Config, task_name: str, model_name: str) -> tuple[nn.Module, dict, dict]:
+    """The pipeline's trained model, its spec, and its task's prepared-data meta."""
     from pipeline.export import load_checkpoint
+
+    model, spec = load_checkpoint(Path(config.paths.models) / f"{task_name}-{model_name}" / "model.pt")
+    return model, spec, read_json(Path(config.task[task_name].paths.prepared) / "meta.json")
+
+
+def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
     from pipeline.validate import PROVIDERS, latency_report, open_session
 
-    name = f"{task_name}-{model_name}"
-    model, spec = load_checkpoint(Path(config.paths.models) / name / "model.pt")
-    meta = read_json(Path(config.task[task_name].paths.prepared) / "meta.json")
-    onnx_path = Path(config.paths.onnx) / name / "model.onnx"
+    model, spec, meta = trained(config, task_name, model_name)
+    onnx_path = Path(config.paths.onnx) / f"{task_name}-{model_name}" / "model.onnx"
     result = {}
     for key, provider in PROVIDERS.items():
         session, reason = open_session(onnx_path, provider)
@@ -260,11 +261,9 @@ def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) ->
 
 
 def bench_export(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
-    from pipeline.export import export_onnx, graph_interface, load_checkpoint
+    from pipeline.export import export_onnx, graph_interface
 
-    name = f"{task_name}-{model_name}"
-    model, spec = load_checkpoint(Path(config.paths.models) / name / "model.pt")
-    meta = read_json(Path(config.task[task_name].paths.prepared) / "meta.json")
+    model, spec, meta = trained(config, task_name, model_name)
     interface = graph_interface(spec["kind"], spec["args"], meta)
     seconds = []
     with tempfile.TemporaryDirectory() as tmp:
