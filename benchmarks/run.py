@@ -37,14 +37,13 @@ import torch
 from torch import nn
 
 from benchmarks.flops import classifier_train_flops, forecaster_train_flops, matmul_flops
-from pipeline.config import Config, ImdbTask, load_config
+from pipeline.config import Config, load_config
 from pipeline.datasets import load_task_data
 from pipeline.files import read_json, write_json_atomic, write_text_atomic
 
 SECTIONS = ("train", "roofline", "onnx", "export", "prepare", "repro-full", "repro-noop")
 TRAIN_RATIO_TARGET = 0.95
 NOOP_TARGET_S = 5.0
-MODELS = [("imdb", "lstm"), ("imdb", "gru"), ("etth1", "lstm"), ("etth1", "gru")]
 
 
 def stats(values: list[float]) -> dict:
@@ -107,15 +106,15 @@ def model_for(config: Config, task_name: str, model_name: str, meta: dict) -> tu
 
     spec = model_args_for(config, task_name, model_name, meta)
     torch.manual_seed(config.seed)
-    return build_model(spec["kind"], spec["args"]), spec
+    return build_model(spec["head"], spec["args"]), spec
 
 
-def batch_work(kind: str, args: dict, meta: dict, batches) -> dict:
+def batch_work(head: str, args: dict, meta: dict, batches) -> dict:
     """Samples, time steps (valid tokens for IMDB) and training FLOPs of a list of batches."""
     samples = steps = flops = 0
     for inputs, _ in batches:
         samples += len(inputs)
-        if kind == "classifier":
+        if head == "classifier":
             steps += int((inputs != meta["pad_id"]).sum())
             flops += classifier_train_flops(args, inputs.shape[0], inputs.shape[1])
         else:
@@ -128,7 +127,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
                 n_batches: int) -> dict:
     """Our loop (pipeline.train.train_epoch over its DataLoader) against the bare loop over the
     same batches, alternating, each from the same initial weights."""
-    from pipeline.train import objective_for, train_epoch
+    from pipeline.train import LOSSES, train_epoch
 
     task = config.task[task_name]
     data = load_task_data(task.kind, task.paths.prepared, task.train.batch_size, task.train.eval_batch_size,
@@ -137,7 +136,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
     n_batches = min(n_batches, len(data.train))
     batches = list(itertools.islice(data.train, n_batches))
     initial, spec = model_for(config, task_name, model_name, data.meta)
-    loss_fn = objective_for(task).loss
+    loss_fn = LOSSES[task.head]()
     autocast = config.train.precision == "bf16" and device.type == "cuda"
 
     def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -164,7 +163,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
         synchronize(device)
         return time.perf_counter() - start
 
-    work = batch_work(spec["kind"], spec["args"], data.meta, batches)
+    work = batch_work(spec["head"], spec["args"], data.meta, batches)
     ours(), bare()  # warm-up: allocator, oneDNN/cuDNN kernel selection
     seconds = {"ours": [], "bare": []}
     for repeat in range(repeats):  # alternate which goes first, so drift favours neither
@@ -172,7 +171,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
         for loop, measure in order:
             seconds[loop].append(measure())
     result = {"batches": n_batches, "batch_size": task.train.batch_size, **work,
-              "step_unit": "valid tokens" if spec["kind"] == "classifier" else "input time steps"}
+              "step_unit": "valid tokens" if spec["head"] == "classifier" else "input time steps"}
     for loop, values in seconds.items():
         result[loop] = {"seconds": stats(values),
                         "samples_per_s": stats([work["samples"] / s for s in values]),
@@ -233,27 +232,20 @@ def roofline(train: dict, peak: dict) -> dict:
 # ---- (c) onnxruntime against PyTorch, (d) export -----------------------------------------
 
 
-def trained(config: Config, task_name: str, model_name: str) -> tuple[nn.Module, dict, dict]:
-    """The pipeline's trained model, its spec, and its task's prepared-data meta."""
-    from pipeline.export import load_checkpoint
-
-    model, spec = load_checkpoint(Path(config.paths.models) / f"{task_name}-{model_name}" / "model.pt")
-    return model, spec, read_json(Path(config.task[task_name].paths.prepared) / "meta.json")
-
-
 def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
+    from pipeline.checkpoints import load_trained
     from pipeline.validate import PROVIDERS, latency_report, open_session
 
-    model, spec, meta = trained(config, task_name, model_name)
-    onnx_path = Path(config.paths.onnx) / f"{task_name}-{model_name}" / "model.onnx"
+    trained = load_trained(config, task_name, model_name)
+    model, spec, meta = trained.model, trained.spec, trained.meta
     result = {}
     for key, provider in PROVIDERS.items():
-        session, reason = open_session(onnx_path, provider)
+        session, reason = open_session(trained.paths.onnx_model, provider)
         if session is None:
             result[key] = {"status": "unavailable", "reason": reason}
             continue
         device = torch.device("cuda" if key == "cuda" and torch.cuda.is_available() else "cpu")
-        runs = [latency_report(session, model.to(device), spec["kind"], spec["args"], meta, device)
+        runs = [latency_report(session, model.to(device), spec["head"], spec["args"], meta, device)
                 for _ in range(repeats)]
         result[key] = {"status": "ok", "torch_device": device.type,
                        **{metric: stats([run[metric] for run in runs]) for metric in runs[0]}}
@@ -261,15 +253,16 @@ def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) ->
 
 
 def bench_export(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
+    from pipeline.checkpoints import load_trained
     from pipeline.export import export_onnx, graph_interface
 
-    model, spec, meta = trained(config, task_name, model_name)
-    interface = graph_interface(spec["kind"], spec["args"], meta)
+    trained = load_trained(config, task_name, model_name)
+    interface = graph_interface(trained.head, trained.spec["args"], trained.meta)
     seconds = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
             start = time.perf_counter()
-            export_onnx(model, spec["kind"], interface, Path(tmp) / "model.onnx", config.export.opset,
+            export_onnx(trained.model, trained.head, interface, Path(tmp) / "model.onnx", config.export.opset,
                         config.export.dynamo, {})
             seconds.append(time.perf_counter() - start)  # export plus check and save, as the stage does
     return {"seconds": stats(seconds)}
@@ -283,7 +276,7 @@ def bench_prepare(config: Config, repeats: int) -> dict:
 
     result = {}
     for task_name, task in config.task.items():
-        preparer, unit = (imdb, "reviews") if isinstance(task, ImdbTask) else (timeseries, "rows")
+        preparer, unit = (imdb, "reviews") if task.kind == "imdb" else (timeseries, "rows")
         seconds, card = [], {}
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(repeats):
@@ -435,16 +428,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict:
     config = load_config()
-    from pipeline.train import pick_device
+    from pipeline.distributed import pick_device
 
     device = pick_device(config.train.device)
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
     results = {"host_kind": host_kind(device), "host": host_info(device), "commit": git_commit(),
                "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "repeats": args.repeats, "sections": args.only}
-    names = [f"{t}-{m}" for t, m in MODELS]
 
     def each_model(function, *extra):
-        return {name: function(config, t, m, *extra) for name, (t, m) in zip(names, MODELS)}
+        return {name: function(config, run.task, run.model, *extra) for name, run in config.runs.items()}
 
     steps = [
         ("train", lambda: each_model(bench_train, device, args.repeats, args.batches)),

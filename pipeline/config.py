@@ -49,6 +49,7 @@ class PathsConfig(Section):
     models: str
     onnx: str
     metrics: str
+    scores: str
     plots: str
     reports: str
     checkpoints: str
@@ -96,6 +97,7 @@ class TimeseriesPrepare(Section):
     borders: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None
     ratios: Annotated[list[Annotated[float, Field(gt=0, lt=1)]],
                       Field(min_length=3, max_length=3)] | None
+    units: dict[str, str] | None = None   # column -> unit, for figure labels only
 
     @model_validator(mode="after")
     def _one_split_rule(self) -> "TimeseriesPrepare":
@@ -130,7 +132,10 @@ class ImdbTask(Section):
     prepare: ImdbPrepare
     embeddings: EmbeddingsConfig
     train: TaskTrain
+    # The model head this task trains, and the metric that picks its best epoch and champion.
     head: ClassVar[str] = "classifier"
+    metric: ClassVar[str] = "acc"
+    maximize: ClassVar[bool] = True
 
 
 class TimeseriesTask(Section):
@@ -140,10 +145,13 @@ class TimeseriesTask(Section):
     prepare: TimeseriesPrepare
     train: TaskTrain
     head: ClassVar[str] = "forecaster"
+    metric: ClassVar[str] = "mse"
+    maximize: ClassVar[bool] = False
 
 
-TaskConfig = Annotated[Union[ImdbTask, TimeseriesTask], Field(discriminator="kind")]
-TASK_KINDS = ("imdb", "timeseries")
+TASK_TYPES = {"imdb": ImdbTask, "timeseries": TimeseriesTask}  # task kind -> its schema
+TaskConfig = Annotated[Union[tuple(TASK_TYPES.values())], Field(discriminator="kind")]
+TASK_KINDS = tuple(TASK_TYPES)
 
 # ---- model, training, export, tracking ------------------------------------------------
 
@@ -202,14 +210,60 @@ class TrackingConfig(Section):
     experiment_prefix: str
 
 
+class Run(Section):
+    """One (task, model) pair: one train, export and validate stage each in dvc.yaml."""
+
+    task: str
+    model: str
+    head: str
+
+
+def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Every task x model pair, keyed `<task>-<model>` (the stage suffix in dvc.yaml).
+
+    conf/config.yaml writes it into params.yaml through the `runs` resolver, because DVC's
+    `foreach` needs the pairs as data: tasks and models are listed nowhere by hand.
+    """
+    pairs = {}
+    for task_name, task in tasks.items():
+        kind = task["kind"]
+        if kind not in TASK_TYPES:  # left to the schema, which names the key and the kinds
+            continue
+        for model_name in models:
+            pairs[f"{task_name}-{model_name}"] = {"task": task_name, "model": model_name,
+                                                  "head": TASK_TYPES[kind].head}
+    return pairs
+
+
+def register_resolvers() -> None:
+    """`${runs:${task},${model}}` in conf/; Hydra's plugin discovery calls this for DVC too
+    (hydra_plugins/pipeline_resolvers.py)."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver(
+        "runs", lambda tasks, models: OmegaConf.create(derive_runs(OmegaConf.to_container(tasks, resolve=True),
+                                                                   OmegaConf.to_container(models, resolve=True))),
+        replace=True)
+
+
 class Config(Section):
     paths: PathsConfig
     task: dict[str, TaskConfig] = Field(min_length=1)
     model: dict[str, ModelConfig] = Field(min_length=1)
+    runs: dict[str, Run]
     train: TrainConfig
     export: ExportConfig
     tracking: TrackingConfig
     seed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _runs_are_derived(self) -> "Config":
+        expected = derive_runs({n: t.model_dump() for n, t in self.task.items()}, self.model)
+        found = {name: run.model_dump() for name, run in self.runs.items()}
+        if found != expected:
+            raise ValueError(f"runs must be every task x model pair {sorted(expected)}, found {sorted(found)}; "
+                             "it is derived: recompose params.yaml with `python -m pipeline.config`")
+        return self
 
 
 # ---- composition and loading ----------------------------------------------------------
@@ -221,6 +275,7 @@ def compose(overrides: list[str] | None = None, config_dir: Path = CONF_DIR) -> 
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    register_resolvers()
     with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
     OmegaConf.resolve(cfg)
@@ -288,6 +343,52 @@ def stage_args(module: str, names: list[str], argv: list[str] | None) -> list[st
     return args
 
 
+def _override_error(overrides: list[str], exc: Exception) -> str:
+    """One line for overrides that Hydra rejects; a misspelt key gets the nearest valid keys."""
+    import difflib
+    import re
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    text = str(exc).split("\nConfig search path:")[0].strip()  # Hydra's message, in one line
+    text = re.sub(r"\n[ \t]+", ", ", re.sub(r":\s*\n[ \t]+", ": ", text))  # indented lists
+    message = re.sub(r"([.?!]); ", r"\1 ", re.sub(r"\s*\n\s*", "; ", text))
+    if exc.__cause__ is not None and str(exc.__cause__).splitlines()[0] not in message:
+        message += f" ({str(exc.__cause__).splitlines()[0]})"
+    parser, parsed = OverridesParser.create(), []
+    for line in overrides:
+        try:
+            parsed.append(parser.parse_override(line))
+        except HydraException:  # then exc is this syntax error
+            return f"conf/: override {line}: {message}"
+    bad = next((o for o in parsed if o.input_line in str(exc) or re.search(
+        rf"(?<![\w.@/+~]){re.escape(o.key_or_group)}(?![\w@/]|\.\w)", str(exc))), None)
+    if bad is None:
+        return f"conf/: {message}"
+    head = f"conf/: override {bad.input_line}"
+    try:  # the valid keys: the composition without the bad override
+        node = compose([o for o in overrides if o != bad.input_line])
+    except (HydraException, OmegaConfBaseException):
+        return f"{head}: {message}"
+    seen: list[str] = []
+    for part in bad.key_or_group.split("."):
+        if not isinstance(node, dict) or part not in node:
+            break
+        node, seen = node[part], [*seen, part]
+    else:  # the key exists: some other mistake, in Hydra's words
+        return f"{head}: {message}"
+    if not isinstance(node, dict):
+        kind = type(node).__name__
+        return f"{head}: no such key {part!r}: {'.'.join(seen)} holds a {kind}, not keys"
+    keys = sorted(str(key) for key in node)
+    near = difflib.get_close_matches(part, keys, n=3)
+    hint = f"; did you mean {' or '.join(near)}?" if near else ""
+    where = f"under {'.'.join(seen)}" if seen else "at the top level"
+    return f"{head}: no such key {part!r} {where}{hint} (valid keys: {', '.join(keys)})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Compose conf/ into params.yaml (validated). Pass Hydra overrides.")
@@ -297,7 +398,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="only check that the output equals a fresh composition")
     args = parser.parse_args(argv)
 
-    container = compose(args.overrides)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        container = compose(args.overrides)
+    except (HydraException, OmegaConfBaseException) as exc:  # an override that Hydra rejects
+        print(_override_error(args.overrides, exc), file=sys.stderr)
+        return 2
     try:
         validate(container, source="conf/ (composed)")
     except ConfigError as exc:

@@ -24,6 +24,12 @@ from pipeline.files import file_digest, read_json
 BUCKET_POOL = 50  # batches per pool that is sorted by length
 
 
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch's randomness (data order; dropout per rank): a function of
+    (seed, epoch, rank) alone, so an epoch replays identically after a resume."""
+    return seed * 100_003 + epoch + 7_919 * rank
+
+
 def prepared_digest(prepared_dir: str | Path) -> str:
     """One sha256 over every file of a prepared folder (names and contents)."""
     import hashlib
@@ -104,7 +110,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         return -(-self.size // self.batch_size)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
         if self.lengths is not None:
             pool = self.batch_size * BUCKET_POOL

@@ -22,14 +22,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.config import Config, ConfigError, ImdbTask, load_task, stage_args
-from pipeline.files import atomic_path, file_digest, read_json, write_json_atomic
-from pipeline.models import build_model
+from pipeline.checkpoints import load_trained
+from pipeline.config import Config, ConfigError, load_task, stage_args
+from pipeline.files import atomic_path, file_digest, write_json_atomic
+from pipeline.layout import METADATA_PREFIX
 from pipeline.tracking import git_tags
 
 log = logging.getLogger(__name__)
-
-METADATA_PREFIX = "rb."  # every key this project writes; predict refuses a model without them
 
 
 class WithProbabilities(nn.Module):
@@ -44,9 +43,9 @@ class WithProbabilities(nn.Module):
         return logits, torch.softmax(logits, dim=-1)
 
 
-def graph_interface(kind: str, args: dict, meta: dict) -> dict:
+def graph_interface(head: str, args: dict, meta: dict) -> dict:
     """Input/output names, dynamic axes and an export example for each head."""
-    if kind == "classifier":
+    if head == "classifier":
         example = torch.randint(2, args["vocab_size"], (2, 16))
         example[1, 10:] = meta["pad_id"]
         return {"inputs": ["input_ids"], "outputs": ["logits", "probabilities"], "example": example,
@@ -57,20 +56,12 @@ def graph_interface(kind: str, args: dict, meta: dict) -> dict:
             "dynamic_axes": {"past": {0: "batch", 1: "time"}, "forecast": {0: "batch"}}}
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    spec = checkpoint["model_args"]
-    model = build_model(spec["kind"], spec["args"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), spec
-
-
-def deployment_metadata(config: Config, task_name: str, model_name: str, kind: str, meta: dict,
+def deployment_metadata(config: Config, task_name: str, model_name: str, meta: dict,
                         test_metrics: dict) -> dict[str, str]:
     task = config.task[task_name]
-    props = {"task": task_name, "model": model_name, "kind": kind, "cell": config.model[model_name].cell,
+    props = {"task": task_name, "model": model_name, "head": task.head, "cell": config.model[model_name].cell,
              "git_commit": git_tags()["git.commit"], "test_metrics": json.dumps(test_metrics)}
-    if isinstance(task, ImdbTask):
+    if task.head == "classifier":
         tokenizer = Path(task.paths.prepared) / meta["tokenizer"]
         props.update(labels=json.dumps(meta["labels"]), tokenizer_file=str(tokenizer),
                      tokenizer_sha256=file_digest(tokenizer), tokenizer_json=tokenizer.read_text(encoding="utf-8"),
@@ -84,12 +75,12 @@ def deployment_metadata(config: Config, task_name: str, model_name: str, kind: s
     return {METADATA_PREFIX + key: value for key, value in props.items()}
 
 
-def export_onnx(model: nn.Module, kind: str, interface: dict, path: Path, opset: int, dynamo: bool,
+def export_onnx(model: nn.Module, head: str, interface: dict, path: Path, opset: int, dynamo: bool,
                 metadata: dict[str, str]) -> float:
     """Export, stamp the metadata, check; returns the exporter's seconds."""
     import onnx
 
-    module = WithProbabilities(model) if kind == "classifier" else model
+    module = WithProbabilities(model) if head == "classifier" else model
     start = time.perf_counter()
     with atomic_path(path, ".onnx") as tmp:
         torch.onnx.export(module, (interface["example"],), str(tmp), input_names=interface["inputs"],
@@ -108,24 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     task_name, model_name = stage_args("pipeline.export", ["task", "model"], argv)
     name = f"{task_name}-{model_name}"
     try:
-        config, task = load_task(task_name)
-        model, spec = load_checkpoint(Path(config.paths.models) / name / "model.pt")
-        meta = read_json(Path(task.paths.prepared) / "meta.json")
-        test_metrics = {k: v for k, v in read_json(Path(config.paths.metrics) / "train" / f"{name}.json").items()
-                        if k.startswith("test/")}
-        interface = graph_interface(spec["kind"], spec["args"], meta)
-        out_dir = Path(config.paths.onnx) / name
-        metadata = deployment_metadata(config, task_name, model_name, spec["kind"], meta, test_metrics)
-        seconds = export_onnx(model, spec["kind"], interface, out_dir / "model.onnx",
+        config, _ = load_task(task_name)
+        trained = load_trained(config, task_name, model_name)
+        interface = graph_interface(trained.head, trained.spec["args"], trained.meta)
+        metadata = deployment_metadata(config, task_name, model_name, trained.meta, trained.test_metrics)
+        seconds = export_onnx(trained.model, trained.head, interface, trained.paths.onnx_model,
                               config.export.opset, config.export.dynamo, metadata)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"export@{name}: {exc}", file=sys.stderr)
         return 1
-    write_json_atomic(out_dir / "export.json", {
+    onnx_model = trained.paths.onnx_model
+    write_json_atomic(trained.paths.export_info, {
         "export/seconds": round(seconds, 3), "opset": config.export.opset, "dynamo": config.export.dynamo,
-        "inputs": interface["inputs"], "outputs": interface["outputs"],
-        "bytes": (out_dir / "model.onnx").stat().st_size})
-    log.info("export@%s: %s in %.2fs (opset %d, %s exporter)", name, out_dir / "model.onnx", seconds,
+        "inputs": interface["inputs"], "outputs": interface["outputs"], "bytes": onnx_model.stat().st_size})
+    log.info("export@%s: %s in %.2fs (opset %d, %s exporter)", name, onnx_model, seconds,
              config.export.opset, "dynamo" if config.export.dynamo else "TorchScript")
     return 0
 

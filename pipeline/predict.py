@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-PREFIX = "rb."  # the metadata keys pipeline.export writes
+from pipeline.layout import METADATA_PREFIX as PREFIX
 
 
 class PredictError(ValueError):
@@ -56,7 +56,7 @@ def open_model(path: Path):
         raise PredictError(f"{path}: not a loadable ONNX model ({exc})") from None
     props = session.get_modelmeta().custom_metadata_map
     meta = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
-    missing = [k for k in ("task", "kind") if k not in meta]
+    missing = [k for k in ("task", "head") if k not in meta]
     if missing:
         raise PredictError(f"{path}: not a model exported by this project (metadata {PREFIX}{missing[0]} "
                            "missing); export it with `python -m pipeline.export`")
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         session, meta = open_model(resolve_model(args.model))
-        if meta["kind"] == "classifier":
+        if meta["head"] == "classifier":
             result = classify(session, meta, read_texts(args.text, args.file), load_tokenizer(meta, args.tokenizer))
         else:
             if not args.csv:

@@ -12,10 +12,13 @@ import logging
 import sys
 import time
 
-from pipeline.config import ImdbTask, load_task, stage_args
+from pipeline.config import load_task, stage_args
+from pipeline.data import imdb, timeseries
 from pipeline.files import write_json_atomic
 
 log = logging.getLogger(__name__)
+
+PREPARERS = {"imdb": imdb, "timeseries": timeseries}  # task kind -> its module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         _, task = load_task(name)
-        if isinstance(task, ImdbTask):
-            from pipeline.data import imdb as preparer
-        else:
-            from pipeline.data import timeseries as preparer
-        card = preparer.prepare(task.paths.raw, task.prepare, task.paths.prepared)
+        card = PREPARERS[task.kind].prepare(task.paths.raw, task.prepare, task.paths.prepared)
     except ValueError as exc:  # ConfigError, CsvError, UnsafeArchiveError and other bad input
         print(f"prepare@{name}: {exc}", file=sys.stderr)
         return 1

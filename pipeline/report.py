@@ -18,12 +18,13 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, ImdbTask, load_config
+from pipeline.config import Config, load_config
 from pipeline.files import read_json, save_png, write_text_atomic
+from pipeline.layout import RunPaths, run_paths
+from pipeline.plots import epoch_axis, pyplot
 
 log = logging.getLogger(__name__)
 
-MODELS = ("lstm", "gru")
 # Published reference points (test set; ETTh1: multivariate, L=96, H=96).
 ANCHORS = {
     "classifier": [("Maas et al. 2011 (word vectors + BoW)", {"test/acc": 0.8889}),
@@ -34,18 +35,23 @@ ANCHORS = {
                    ("Informer (Zhou et al. 2021)", {"test/mse": 0.865, "test/mae": 0.713})],
 }
 QUALITY = {"classifier": ["test/acc", "test/f1", "test/auc"], "forecaster": ["test/mse", "test/mae"]}
-VALIDATION = {"classifier": ("best/val/acc", max), "forecaster": ("best/val/mse", min)}
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def kind_of(config: Config, task: str) -> str:
-    return "classifier" if isinstance(config.task[task], ImdbTask) else "forecaster"
+def validation_key(task) -> str:
+    return f"best/val/{task.metric}"
 
 
-def champion(kind: str, train: dict[str, dict]) -> str:
+def champion(task, train: dict[str, dict]) -> str:
     """The model with the better validation metric (never test)."""
-    key, better = VALIDATION[kind]
-    return better(train, key=lambda model: train[model][key])
+    better = max if task.maximize else min
+    return better(train, key=lambda model: train[model][validation_key(task)])
+
+
+def runs_of(config: Config, task: str) -> dict[str, RunPaths]:
+    """{model: its output paths} for every model of `task`, in config order."""
+    return {run.model: run_paths(config.paths, run.task, run.model, run.head)
+            for run in config.runs.values() if run.task == task}
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -57,9 +63,10 @@ def onnx_cell(report: dict, provider: str, key: str, digits: int = 2) -> str:
     return fmt(result.get(key), digits) if result.get("status") == "ok" else result.get("status", "–")
 
 
-def results_table(kind: str, train: dict[str, dict], onnx: dict[str, dict], best: str) -> str:
+def results_table(task, train: dict[str, dict], onnx: dict[str, dict], best: str) -> str:
+    kind, validation = task.head, validation_key(task)
     quality = QUALITY[kind]
-    header = ["model", *quality, VALIDATION[kind][0], "params", "train s", "train samples/s",
+    header = ["model", *quality, validation, "params", "train s", "train samples/s",
               "ONNX CPU b1 ms", "ONNX CPU b64 ms", "CPU speed-up b1 / b64", "ONNX CUDA b1 ms", "max abs diff (CPU)"]
     rows = []
     for model in train:
@@ -67,7 +74,7 @@ def results_table(kind: str, train: dict[str, dict], onnx: dict[str, dict], best
         name = f"**{model.upper()}** (champion)" if model == best else model.upper()
         speedup = (f"{o['cpu']['speedup_vs_torch_b1']:.2f}x / {o['cpu']['speedup_vs_torch_b64']:.2f}x"
                    if o.get("cpu", {}).get("status") == "ok" else "–")
-        rows.append([name, *(fmt(t.get(k)) for k in quality), fmt(t.get(VALIDATION[kind][0])),
+        rows.append([name, *(fmt(t.get(k)) for k in quality), fmt(t.get(validation)),
                      f"{t['params/count']:,}", fmt(t["train/seconds"], 0), fmt(t["train/samples_per_s"], 0),
                      onnx_cell(o, "cpu", "latency_ms_b1_p50"), onnx_cell(o, "cpu", "latency_ms_b64_p50", 1),
                      speedup, onnx_cell(o, "cuda", "latency_ms_b1_p50"), onnx_cell(o, "cpu", "max_abs_diff", 7)])
@@ -83,17 +90,15 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def overlay_curves(task: str, plots: Path, out: Path) -> Path:
-    from pipeline.reporting import _figure
-
-    plt = _figure()
+def overlay_curves(task: str, runs: dict[str, RunPaths], out: Path) -> Path:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model in MODELS:
-        rows = read_csv(plots / f"{task}-{model}" / "curves.csv")
+    for model, paths in runs.items():
+        rows = read_csv(paths.curves_plot)
         epochs = [int(r["epoch"]) for r in rows]
         for key, style in (("train/loss", "--"), ("val/loss", "-")):
             ax.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=f"{model.upper()} {key}")
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     ax.set_ylabel("loss")
     ax.set_title(f"{task}: learning curves")
     ax.legend()
@@ -101,19 +106,25 @@ def overlay_curves(task: str, plots: Path, out: Path) -> Path:
     return save_png(fig, out)
 
 
-def overlay_forecasts(task: str, plots: Path, out: Path) -> Path:
-    from pipeline.reporting import _figure
+def overlay_forecasts(task: str, runs: dict[str, RunPaths], meta: dict, out: Path) -> Path:
+    """Every model's forecast of the target column beside the truth, in the data's units."""
+    from pipeline.plots import value_label
 
-    plt = _figure()
-    series = {model: read_csv(plots / f"{task}-{model}" / "forecast.csv") for model in MODELS}
-    windows = sorted({r["window"] for r in series[MODELS[0]]}, key=int)
-    fig, axes = plt.subplots(1, len(windows), figsize=(4 * len(windows), 3), sharey=True)
+    plt = pyplot()
+    series = {model: read_csv(paths.head_plot) for model, paths in runs.items()}
+    first = next(iter(series.values()))
+    windows = sorted({r["window"] for r in first}, key=int)
+    channel = meta["target_index"][-1]
+    mean, std = meta["mean"][channel], meta["std"][channel]
+    fig, axes = plt.subplots(1, len(windows), figsize=(4 * len(windows), 3.2), sharey=True)
     for ax, window in zip(axes, windows):
-        rows = {m: [r for r in series[m] if r["window"] == window] for m in MODELS}
-        ax.plot([float(r["truth"]) for r in rows[MODELS[0]]], color="black", label="truth")
-        for model in MODELS:
-            ax.plot([float(r["forecast"]) for r in rows[model]], label=model.upper())
+        rows = {m: [r for r in series[m] if r["window"] == window] for m in series}
+        ax.plot([float(r["truth"]) * std + mean for r in next(iter(rows.values()))], color="black", label="truth")
+        for model in series:
+            ax.plot([float(r["forecast"]) * std + mean for r in rows[model]], label=model.upper())
         ax.set_title(f"test window {window}")
+        ax.set_xlabel("step (from the forecast start)")
+    axes[0].set_ylabel(value_label(meta, channel))
     axes[0].legend()
     fig.tight_layout()
     return save_png(fig, out)
@@ -121,19 +132,19 @@ def overlay_forecasts(task: str, plots: Path, out: Path) -> Path:
 
 def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], list[Path]]:
     """(markdown, champion per task, figure files)."""
-    metrics, plots = Path(config.paths.metrics), Path(config.paths.plots) / "train"
     sections, champions, figures = [], {}, []
-    for task in config.task:
-        kind = kind_of(config, task)
-        train = {m: read_json(metrics / "train" / f"{task}-{m}.json") for m in MODELS}
-        onnx = {m: read_json(path) for m in MODELS if (path := metrics / "onnx" / f"{task}-{m}.json").is_file()}
-        best = champions[task] = champion(kind, train)
-        figures.append(overlay_curves(task, plots, out_dir / f"{task}-curves.png"))
-        lines = [f"## {task}", "", results_table(kind, train, onnx, best), "",
-                 f"Champion: **{best.upper()}**, chosen on `{VALIDATION[kind][0]}` (validation only).", "",
+    for task, settings in config.task.items():
+        runs = runs_of(config, task)
+        train = {m: read_json(paths.train_metrics) for m, paths in runs.items()}
+        onnx = {m: read_json(paths.onnx_metrics) for m, paths in runs.items() if paths.onnx_metrics.is_file()}
+        best = champions[task] = champion(settings, train)
+        figures.append(overlay_curves(task, runs, out_dir / f"{task}-curves.png"))
+        lines = [f"## {task}", "", results_table(settings, train, onnx, best), "",
+                 f"Champion: **{best.upper()}**, chosen on `{validation_key(settings)}` (validation only).", "",
                  f"![{task} learning curves]({figures[-1].name})"]
-        if kind == "forecaster":
-            figures.append(overlay_forecasts(task, plots, out_dir / f"{task}-forecasts.png"))
+        if settings.head == "forecaster":
+            meta = read_json(Path(settings.paths.prepared) / "meta.json")
+            figures.append(overlay_forecasts(task, runs, meta, out_dir / f"{task}-forecasts.png"))
             lines += ["", f"![{task} forecasts]({figures[-1].name})"]
         sections.append("\n".join(lines))
     markdown = "\n\n".join([
@@ -162,9 +173,10 @@ def promote_champions(config: Config, champions: dict[str, str], report: Path) -
     from pipeline.tracking import open_tracker, registry_set_champion
 
     for task, best in champions.items():
-        registry_set_champion(config.tracking, task, best, [m for m in MODELS if m != best])
-        for model in MODELS:
-            handoff = read_json(Path(config.paths.models) / f"{task}-{model}" / "mlflow.json")
+        runs = runs_of(config, task)
+        registry_set_champion(config.tracking, task, best, [m for m in runs if m != best])
+        for model, paths in runs.items():
+            handoff = read_json(paths.handoff)
             if handoff.get("run_id"):
                 tracker = open_tracker(config.tracking, task, model, run_id=handoff["run_id"])
                 tracker.log_artifact(report, "report")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -31,9 +32,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from pipeline.checkpoints import TrainedRun, load_trained
 from pipeline.config import ConfigError, load_task, stage_args
 from pipeline.datasets import load_task_data
-from pipeline.export import load_checkpoint
 from pipeline.files import read_json, write_json_atomic
 from pipeline.tracking import open_tracker
 
@@ -64,12 +65,18 @@ def captured_stderr() -> Iterator[list[str]]:
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 
 
+def without_machine_paths(text: str) -> str:
+    """`/work/main/.venv/.../libonnxruntime_providers_cuda.so` -> `libonnxruntime_providers_cuda.so`:
+    the library and the error stay, the machine's folders go (the reports are committed)."""
+    return re.sub(r"(?<![\w.])/(?:[^\s/:'\"]+/)+([^\s/:'\"]+)", r"\1", text)
+
+
 def explain(log_lines: list[str], provider: str) -> str:
     """The most telling line onnxruntime logged when it dropped a provider."""
     for needle in ("Failed to load library", "Failed to create", "error"):
         for line in log_lines:
             if needle in line:
-                return line[line.index(needle):].replace("\x1b[m", "").strip()
+                return without_machine_paths(line[line.index(needle):].replace("\x1b[m", "").strip())
     return f"{provider} is not available in this onnxruntime build"
 
 
@@ -81,7 +88,7 @@ def open_session(path: str | Path, provider: str):
         try:
             session = ort.InferenceSession(str(path), providers=[provider])
         except Exception as exc:  # onnxruntime raises its own Fail/RuntimeException types
-            session, failure = None, f"{provider} failed to start: {exc}"
+            session, failure = None, without_machine_paths(f"{provider} failed to start: {exc}")
     if session is None:
         return None, failure
     running = session.get_providers()
@@ -93,10 +100,10 @@ def open_session(path: str | Path, provider: str):
 # ---- (a) parity -----------------------------------------------------------------------------
 
 
-def parity_inputs(kind: str, args: dict, meta: dict, seed: int = 0) -> list[np.ndarray]:
+def parity_inputs(head: str, args: dict, meta: dict, seed: int = 0) -> list[np.ndarray]:
     """Shapes unlike the export example (2 x 16 or 2 x L): batch 1, odd batches, short and long."""
     rng = np.random.default_rng(seed)
-    if kind == "classifier":
+    if head == "classifier":
         cases = []
         for batch, length in ((1, 7), (3, 61), (17, meta["max_len"])):
             ids = rng.integers(2, args["vocab_size"], (batch, length))
@@ -111,17 +118,17 @@ def parity_inputs(kind: str, args: dict, meta: dict, seed: int = 0) -> list[np.n
             for batch, length in ((1, lookback), (5, short), (33, lookback * 2))]
 
 
-def torch_outputs(model, kind: str, x: np.ndarray, device: torch.device) -> list[np.ndarray]:
+def torch_outputs(model, head: str, x: np.ndarray, device: torch.device) -> list[np.ndarray]:
     with torch.inference_mode():
         out = model(torch.from_numpy(x).to(device)).float().cpu()
-    return [out.numpy(), torch.softmax(out, -1).numpy()] if kind == "classifier" else [out.numpy()]
+    return [out.numpy(), torch.softmax(out, -1).numpy()] if head == "classifier" else [out.numpy()]
 
 
-def max_abs_diff(session, model, kind: str, inputs: list[np.ndarray], device: torch.device) -> float:
+def max_abs_diff(session, model, head: str, inputs: list[np.ndarray], device: torch.device) -> float:
     name = session.get_inputs()[0].name
     worst = 0.0
     for x in inputs:
-        for ours, theirs in zip(session.run(None, {name: x}), torch_outputs(model, kind, x, device)):
+        for ours, theirs in zip(session.run(None, {name: x}), torch_outputs(model, head, x, device)):
             worst = max(worst, float(np.abs(ours - theirs).max()))
     return worst
 
@@ -129,19 +136,19 @@ def max_abs_diff(session, model, kind: str, inputs: list[np.ndarray], device: to
 # ---- (b) the test metric ------------------------------------------------------------------
 
 
-def onnx_test_metric(session, kind: str, loader) -> float:
+def onnx_test_metric(session, head: str, loader) -> float:
     """Accuracy (classifier) or MSE (forecaster) of the ONNX model over the whole test set."""
     name = session.get_inputs()[0].name
     hits = squared = count = 0.0
     for inputs, target in loader:
         out = session.run(None, {name: inputs.numpy()})[0]
-        if kind == "classifier":
+        if head == "classifier":
             hits += float((out.argmax(1) == target.numpy()).sum())
             count += len(target)
         else:
             squared += float(((out - target.numpy()) ** 2).sum())
             count += target.numel()
-    return (hits if kind == "classifier" else squared) / count
+    return (hits if head == "classifier" else squared) / count
 
 
 # ---- (c) latency ----------------------------------------------------------------------------
@@ -158,18 +165,18 @@ def timings(run: Callable[[], object], repeats: int, warmup: int = 3) -> np.ndar
     return seconds * 1000.0
 
 
-def latency_input(kind: str, args: dict, meta: dict, batch: int) -> np.ndarray:
+def latency_input(head: str, args: dict, meta: dict, batch: int) -> np.ndarray:
     rng = np.random.default_rng(batch)
-    if kind == "classifier":
+    if head == "classifier":
         return rng.integers(2, args["vocab_size"], (batch, LATENCY_SEQUENCE)).astype(np.int64)
     return rng.standard_normal((batch, meta["lookback"], args["n_channels"])).astype(np.float32)
 
 
-def latency_report(session, model, kind: str, args: dict, meta: dict, device: torch.device) -> dict:
+def latency_report(session, model, head: str, args: dict, meta: dict, device: torch.device) -> dict:
     name = session.get_inputs()[0].name
     report = {}
     for batch in LATENCY_BATCHES:
-        x = latency_input(kind, args, meta, batch)
+        x = latency_input(head, args, meta, batch)
         x_torch = torch.from_numpy(x).to(device)
 
         def eager():
@@ -194,7 +201,7 @@ def latency_report(session, model, kind: str, args: dict, meta: dict, device: to
 # ---- the stage -------------------------------------------------------------------------------
 
 
-def validate_provider(key: str, onnx_path: Path, model, kind: str, args: dict, meta: dict, loader,
+def validate_provider(key: str, onnx_path: Path, model, head: str, args: dict, meta: dict, loader,
                       torch_metric: float) -> dict:
     provider = PROVIDERS[key]
     session, reason = open_session(onnx_path, provider)
@@ -203,12 +210,12 @@ def validate_provider(key: str, onnx_path: Path, model, kind: str, args: dict, m
         return {"status": "unavailable", "reason": reason}
     device = torch.device("cuda" if key == "cuda" and torch.cuda.is_available() else "cpu")
     model = model.to(device)
-    diff = max_abs_diff(session, model, kind, parity_inputs(kind, args, meta), device)
-    onnx_metric = onnx_test_metric(session, kind, loader)
+    diff = max_abs_diff(session, model, head, parity_inputs(head, args, meta), device)
+    onnx_metric = onnx_test_metric(session, head, loader)
     delta = abs(onnx_metric - torch_metric)
     result = {"status": "ok", "provider": provider, "torch_device": device.type, "max_abs_diff": diff,
               "max_abs_diff_limit": MAX_ABS_DIFF[key], "onnx_metric": onnx_metric, "torch_metric": torch_metric,
-              "metric_delta": delta, **latency_report(session, model, kind, args, meta, device)}
+              "metric_delta": delta, **latency_report(session, model, head, args, meta, device)}
     result["gates_passed"] = bool(diff <= MAX_ABS_DIFF[key] and delta <= METRIC_TOLERANCE)
     return result
 
@@ -230,19 +237,28 @@ def failed_gates(report: dict, required: list[str]) -> list[str]:
     return problems
 
 
+def headline(report: dict) -> dict:
+    """What DVC compares between experiments: the gates, parity and the speed-ups per provider
+    (percentiles, throughput and error texts stay in the full report)."""
+    scores: dict = {"passed": report["passed"]}
+    for key in PROVIDERS:
+        result = report[key]
+        if result["status"] == "ok":
+            scores[key] = {"max_abs_diff": result["max_abs_diff"],
+                           "speedup_b1": result["speedup_vs_torch_b1"], "speedup_b64": result["speedup_vs_torch_b64"]}
+    return scores
+
+
 def main(argv: list[str] | None = None) -> int:
     task_name, model_name = stage_args("pipeline.validate", ["task", "model"], argv)
     name = f"{task_name}-{model_name}"
     try:
         config, task = load_task(task_name)
-        onnx_dir = Path(config.paths.onnx) / name
-        model, spec = load_checkpoint(Path(config.paths.models) / name / "model.pt")
-        meta = read_json(Path(task.paths.prepared) / "meta.json")
-        metric = "test/acc" if spec["kind"] == "classifier" else "test/mse"
-        torch_metric = read_json(Path(config.paths.metrics) / "train" / f"{name}.json")[metric]
+        trained = load_trained(config, task_name, model_name)
+        metric = f"test/{task.metric}"
         data = load_task_data(task.kind, task.paths.prepared, task.train.batch_size,
                               task.train.eval_batch_size, config.seed)
-        export_info = read_json(onnx_dir / "export.json")
+        export_info = read_json(trained.paths.export_info)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"validate@{name}: {exc}", file=sys.stderr)
         return 1
@@ -250,12 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     report = {"metric": metric, "export/seconds": export_info["export/seconds"],
               "required_providers": list(config.export.required_providers)}
     for key in PROVIDERS:
-        report[key] = validate_provider(key, onnx_dir / "model.onnx", model, spec["kind"], spec["args"],
-                                        meta, data.test, torch_metric)
+        report[key] = validate_provider(key, trained.paths.onnx_model, trained.model, trained.head,
+                                        trained.spec["args"], trained.meta, data.test, trained.metrics[metric])
     problems = failed_gates(report, report["required_providers"])
     report["passed"] = not problems
-    write_json_atomic(Path(config.paths.metrics) / "onnx" / f"{name}.json", report)
-    log_to_training_run(config, task_name, model_name, onnx_dir, report, spec["kind"])
+    write_json_atomic(trained.paths.onnx_metrics, report)
+    write_json_atomic(trained.paths.onnx_scores, headline(report))
+    log_to_training_run(config, task_name, model_name, trained, report)
     for key in PROVIDERS:
         result = report[key]
         log.info("validate@%s %s: %s", name, key, result["status"] if result["status"] != "ok" else
@@ -268,9 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def log_to_training_run(config, task_name: str, model_name: str, onnx_dir: Path, report: dict, kind: str) -> None:
-    """Add the validation and the ONNX model to the training run (its id is in models/.../mlflow.json)."""
-    handoff = read_json(Path(config.paths.models) / f"{task_name}-{model_name}" / "mlflow.json")
+def log_to_training_run(config, task_name: str, model_name: str, trained: TrainedRun, report: dict) -> None:
+    """Add the validation and the ONNX model to the training run (its id is in models/<run>/mlflow.json)."""
+    handoff = read_json(trained.paths.handoff)
     if not handoff.get("run_id") or not config.tracking.enabled:
         return
     tracker = open_tracker(config.tracking, task_name, model_name, run_id=handoff["run_id"])
@@ -278,9 +295,9 @@ def log_to_training_run(config, task_name: str, model_name: str, onnx_dir: Path,
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     tracker.log_metrics({**numbers, "onnx/export_seconds": report["export/seconds"]})
     tracker.set_tags({f"onnx.{key}.status": report[key]["status"] for key in PROVIDERS})
-    tracker.log_artifact(Path(config.paths.metrics) / "onnx" / f"{task_name}-{model_name}.json", "onnx")
+    tracker.log_artifact(trained.paths.onnx_metrics, "onnx")
     # Only a model that passed every gate becomes a registered version.
-    tracker.log_onnx_model(onnx_dir / "model.onnx", f"{task_name}-{model_name}" if report["passed"] else None)
+    tracker.log_onnx_model(trained.paths.onnx_model, trained.paths.name if report["passed"] else None)
     tracker.end()
 
 

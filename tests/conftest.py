@@ -20,7 +20,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 # What a copy of the repo needs to run the pipeline (tracked files, not data or venv).
-REPO_FILES = ["conf", "pipeline", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config",
+REPO_FILES = ["conf", "pipeline", "hydra_plugins", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config",
               ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 
 POS_WORDS = ["great", "wonderful", "superb", "loved", "brilliant"]

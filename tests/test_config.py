@@ -62,6 +62,39 @@ def test_bad_values_fail_naming_the_key_and_what_is_allowed(override, key, allow
     assert f"{key}:" in message and allowed in message, message
 
 
+def test_a_misspelt_override_key_is_one_line_naming_the_key_and_the_nearest_valid_ones(tmp_path, capsys):
+    output = tmp_path / "params.yaml"
+    assert main(["train.lr=0.01", "model.gru.classifier.hiden_size=3", "-o", str(output)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.out + captured.err, captured.err
+    assert "model.gru.classifier.hiden_size=3" in lines[0]
+    assert "no such key 'hiden_size' under model.gru.classifier" in lines[0]
+    assert "did you mean hidden_size?" in lines[0]
+    assert "valid keys: bidirectional, dropout, embedding_dim" in lines[0]
+    assert not output.exists()
+
+
+def test_a_misspelt_section_reports_the_deepest_valid_prefix_and_its_keys(tmp_path, capsys):
+    assert main(["model.gru.clasifier.hidden_size=3", "-o", str(tmp_path / "params.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "no such key 'clasifier' under model.gru; did you mean classifier?" in err
+    assert "(valid keys: cell, classifier, forecaster)" in err
+
+
+@pytest.mark.parametrize("override, says", [
+    pytest.param("export=gppu", "Could not find 'export/gppu'", id="a-bad-group-option"),
+    pytest.param("train.lr=[", "no viable alternative at input", id="malformed-override-syntax"),
+])
+def test_other_rejected_overrides_are_one_line_in_hydras_words(override, says, tmp_path, capsys):
+    assert main([override, "-o", str(tmp_path / "params.yaml")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.out + captured.err, captured.err
+    assert lines[0].startswith(f"conf/: override {override}: ") and says in lines[0]
+    assert not (tmp_path / "params.yaml").exists()
+
+
 def test_a_missing_key_is_named(tmp_path):
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     del params["train"]["patience"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import tarfile
 
@@ -12,9 +13,10 @@ import pytest
 from tokenizers import Tokenizer
 
 from pipeline.config import ImdbPrepare
-from pipeline.data.imdb import (PAD_ID, UNK_ID, UnsafeArchiveError, build_tokenizer, encode,
-                                new_tokenizer, prepare, read_reviews, split_train_val)
-from tests.conftest import add_member, make_imdb_archive
+from pipeline.data.imdb import (PAD_ID, UNK_ID, DamagedArchiveError, UnsafeArchiveError,
+                                build_tokenizer, encode, new_tokenizer, prepare, read_reviews,
+                                split_train_val)
+from tests.conftest import add_member, imdb_reviews, make_imdb_archive
 
 SETTINGS = ImdbPrepare(vocab_size=20, min_freq=2, vocab_from_unsup=False, max_len=16,
                        truncation_side="right", val_fraction=0.25, split_seed=0)
@@ -188,7 +190,11 @@ def test_data_card_holds_counts_lengths_oov_vocab_and_checksum(prepared, imdb_ar
     assert card["source"]["sha256"] == hashlib.sha256(imdb_archive.read_bytes()).hexdigest()
     assert card["vocab_size"] == 20 and card["unsup_count"] == 10
     test = card["splits"]["test"]
-    assert set(test) == {"count", "neg", "pos", "tokens", "truncated_fraction", "oov_rate"}
+    assert set(test) == {"count", "neg", "pos", "tokens", "truncated_fraction", "oov_rate",
+                         "empty", "invalid_utf8"}
+    assert all(card["splits"][n]["empty"] == card["splits"][n]["invalid_utf8"] == 0
+               for n in ("train", "val", "test"))
+    assert card["unsup_empty"] == card["unsup_invalid_utf8"] == 0
     assert set(test["tokens"]) == {"p50", "p90", "p95", "p99", "min", "max", "mean"}
     assert test["tokens"]["p50"] <= test["tokens"]["p99"] <= test["tokens"]["max"]
     assert 0 < test["oov_rate"] < 1 and 0 < test["truncated_fraction"] <= 1
@@ -206,3 +212,74 @@ def test_a_file_that_is_not_an_archive_is_named(tmp_path):
     bad.write_text("not a tarball")
     with pytest.raises(ValueError, match="cannot open as a tar archive"):
         read_reviews(bad)
+
+
+# ---- damaged input --------------------------------------------------------------------
+
+
+def zero_the_middle(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes(16) + data[middle + 16:]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[:len(data) * 6 // 10],  # a download cut short
+    lambda data: data[:len(data) // 100],      # ends inside the first tar block
+    lambda data: data[:-4],                    # only the gzip trailer is missing
+    zero_the_middle,                           # the same length, a CRC that does not match
+], ids=["cut-at-60%", "cut-at-1%", "cut-trailer", "zeroed-bytes"])
+def test_a_truncated_or_corrupt_archive_is_named_with_the_fix_and_leaves_no_output(tmp_path, damage):
+    archive = make_imdb_archive(tmp_path / "aclImdb_v1.tar.gz")
+    archive.write_bytes(damage(archive.read_bytes()))
+    with pytest.raises(DamagedArchiveError) as caught:
+        prepare(archive, SETTINGS, tmp_path / "prepared")
+    message = str(caught.value)
+    assert str(archive) in message and "truncated or corrupt" in message, message
+    assert "delete it and fetch it again" in message and "fetch@imdb" in message
+    assert sorted(tmp_path.iterdir()) == [archive]  # no output folder, no temporary one
+
+
+def archive_with_raw(path, raw: dict[str, bytes]):
+    """The usual fixture reviews plus members written as raw bytes (add_member encodes text)."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in imdb_reviews().items():
+            add_member(tar, name, text)
+        for name, data in raw.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_invalid_utf8_is_replaced_counted_per_split_and_the_members_named(tmp_path, caplog):
+    raw = {"aclImdb/test/pos/100_9.txt": b"Caf\xe9 was great",
+           "aclImdb/train/neg/100_2.txt": b"awful \xff\xfe film",
+           "aclImdb/train/unsup/100_0.txt": b"\xe9t\xe9"}
+    archive = archive_with_raw(tmp_path / "aclImdb_v1.tar.gz", raw)
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.imdb"):
+        card = prepare(archive, SETTINGS, tmp_path / "prepared")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    splits = card["splits"]
+    assert splits["test"]["invalid_utf8"] == 1 and card["unsup_invalid_utf8"] == 1
+    assert splits["train"]["invalid_utf8"] + splits["val"]["invalid_utf8"] == 1
+    assert [splits[n]["count"] for n in ("train", "val", "test")] == [18, 7, 25]  # all kept
+    assert "Caf\ufffd was great" in read_reviews(archive)["test"].texts
+    assert len(warnings) == 1 and "U+FFFD" in warnings[0], warnings
+    assert all(name in warnings[0] for name in raw)
+
+
+def test_empty_reviews_are_kept_with_their_labels_counted_and_named(tmp_path, caplog):
+    members = imdb_reviews()
+    members |= {"aclImdb/test/neg/100_1.txt": "", "aclImdb/train/pos/100_10.txt": " \n\t ",
+                "aclImdb/train/unsup/100_0.txt": ""}
+    archive = make_imdb_archive(tmp_path / "aclImdb_v1.tar.gz", members)
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.imdb"):
+        card = prepare(archive, SETTINGS, tmp_path / "prepared")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    splits = card["splits"]
+    assert splits["test"]["empty"] == 1 and card["unsup_empty"] == 1
+    assert splits["train"]["empty"] + splits["val"]["empty"] == 1
+    test = read_reviews(archive)["test"]
+    assert test.labels[test.texts.index("")] == 0  # neg, as its folder says
+    assert len(warnings) == 1 and "empty" in warnings[0], warnings
+    assert all(name in warnings[0] for name in list(members)[-3:])

@@ -124,27 +124,18 @@ def server():
     httpd.server_close()
 
 
-def test_download_verifies_and_writes(server, tmp_path):
+@pytest.mark.parametrize("mode, failures, requests", [
+    pytest.param("ok", 0, 1, id="on-the-first-try"),
+    pytest.param("503", 2, 3, id="after-transient-server-errors-are-retried"),
+    pytest.param("truncate", 1, 2, id="after-a-body-cut-short-is-retried-and-never-kept"),
+])
+def test_a_download_is_verified_and_written(server, tmp_path, mode, failures, requests):
     handler, base = server
+    handler.mode, handler.failures = mode, failures
     fetch(Location(f"{base}/data.bin", sha256(PAYLOAD)), tmp_path / "data.bin")
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
-    assert handler.requests == 1
-
-
-def test_download_retries_transient_server_errors(server, tmp_path):
-    handler, base = server
-    handler.mode, handler.failures = "503", 2
-    fetch(Location(f"{base}/data.bin", sha256(PAYLOAD)), tmp_path / "data.bin")
-    assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
-    assert handler.requests == 3
-
-
-def test_a_body_cut_short_is_retried_and_never_kept(server, tmp_path):
-    handler, base = server
-    handler.mode, handler.failures = "truncate", 1
-    fetch(Location(f"{base}/data.bin", sha256(PAYLOAD)), tmp_path / "data.bin")
-    assert (tmp_path / "data.bin").read_bytes() == PAYLOAD
-    assert handler.requests == 2
+    assert handler.requests == requests
+    assert leftovers(tmp_path) == ["data.bin"]  # no partial body left beside it
 
 
 def test_a_download_that_keeps_failing_leaves_no_output(server, tmp_path, monkeypatch):

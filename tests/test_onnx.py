@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from pipeline.export import load_checkpoint
+from pipeline.checkpoints import load_checkpoint
 from pipeline.validate import (MAX_ABS_DIFF, PROVIDERS, failed_gates, max_abs_diff, open_session,
                                parity_inputs)
 from tests.conftest import compose_params, run_in
@@ -83,12 +83,12 @@ def test_parity_check_catches_a_gru_exported_without_linear_before_reset(pipelin
 
     torch_model, spec = load_checkpoint(repo / "models/imdb-gru/model.pt")
     meta = json.loads((repo / "data/prepared/imdb/encoded/meta.json").read_text())
-    inputs = parity_inputs(spec["kind"], spec["args"], meta)
+    inputs = parity_inputs(spec["head"], spec["args"], meta)
     good, _ = open_session(onnx_path(repo, "imdb-gru"), PROVIDERS["cpu"])
     bad, _ = open_session(corrupted, PROVIDERS["cpu"])
     cpu = torch.device("cpu")
-    assert max_abs_diff(good, torch_model, spec["kind"], inputs, cpu) <= MAX_ABS_DIFF["cpu"]
-    assert max_abs_diff(bad, torch_model, spec["kind"], inputs, cpu) > MAX_ABS_DIFF["cpu"]
+    assert max_abs_diff(good, torch_model, spec["head"], inputs, cpu) <= MAX_ABS_DIFF["cpu"]
+    assert max_abs_diff(bad, torch_model, spec["head"], inputs, cpu) > MAX_ABS_DIFF["cpu"]
 
 
 def test_parity_inputs_cover_batch_one_odd_batches_padding_and_lengths():

@@ -31,9 +31,10 @@ def test_repro_fetches_prepares_and_writes_the_data_cards(pipeline_repo):
         "meta.json", "test.npz", "train.npz", "val.npz"]
     lock = (repo / "dvc.lock").read_text()
     assert "prepare@imdb" in lock and "metrics/data/imdb.json" in lock
-    # DVC metrics sees the cards.
-    shown = json.loads(run_in(repo, "dvc", "metrics", "show", "--json").stdout)
-    assert "metrics/data/etth1.json" in json.dumps(shown)
+    # DVC compares the headline scores only: the data cards are plain outputs.
+    shown = json.dumps(json.loads(run_in(repo, "dvc", "metrics", "show", "--json").stdout))
+    assert "scores/train/etth1-gru.json" in shown and "scores/onnx/imdb-lstm.json" in shown
+    assert "metrics/data" not in shown and "metrics/train" not in shown
 
 
 def test_a_changed_source_reruns_only_what_depends_on_it(pipeline_repo):
@@ -50,15 +51,26 @@ def test_a_changed_source_reruns_only_what_depends_on_it(pipeline_repo):
         assert (f"Running stage '{stage}'" in result.stdout) is ("etth1" in stage or stage == "report"), stage
 
 
-def test_a_gru_setting_leaves_the_lstm_stages_up_to_date(pipeline_repo):
+def test_a_gru_forecaster_setting_reruns_only_the_gru_forecaster(pipeline_repo):
     repo, mirror, *_ = pipeline_repo
     compose_params(repo, mirror, "model.gru.forecaster.hidden_size=12")
     try:
         status = run_in(repo, "dvc", "status").stdout
     finally:
         compose_params(repo, mirror)
-    assert "train@etth1-gru" in status and "train@imdb-gru" in status
-    assert "lstm" not in status and "prepare" not in status
+    assert "train@etth1-gru" in status
+    # The classifiers read model.<m>.classifier only, and the LSTM stages model.lstm only.
+    assert "imdb" not in status and "lstm" not in status and "prepare" not in status
+
+
+def test_the_model_cell_reruns_both_heads_of_that_model(pipeline_repo):
+    repo, mirror, *_ = pipeline_repo
+    compose_params(repo, mirror, "model.gru.cell=lstm")
+    try:
+        status = run_in(repo, "dvc", "status").stdout
+    finally:
+        compose_params(repo, mirror)
+    assert "train@etth1-gru" in status and "train@imdb-gru" in status and "lstm:" not in status
 
 
 def test_train_stages_write_metrics_plots_and_checkpoints(pipeline_repo):
@@ -70,11 +82,15 @@ def test_train_stages_write_metrics_plots_and_checkpoints(pipeline_repo):
     assert {"test/mse", "test/mae", "baseline/mse", "baseline/mae"} | common <= set(etth1)
     assert json.loads((repo / "metrics/train/imdb-lstm.json").read_text()).keys() == imdb.keys()
     assert sorted(p.name for p in (repo / "plots/train/etth1-gru").iterdir()) == [
-        "curves.csv", "curves.png", "forecast.csv", "forecast.png", "horizon.csv"]
-    assert (repo / "plots/train/imdb-lstm/confusion.csv").read_text().startswith("actual,predicted\n")
+        "curves.png", "forecast.png", "horizon.csv"]
+    assert (repo / "plots/curves/etth1-gru.csv").read_text().startswith("epoch,train/loss,")
+    assert (repo / "plots/classifier/imdb-lstm.csv").read_text().startswith("actual,predicted\n")
+    assert (repo / "plots/forecaster/etth1-lstm.csv").read_text().startswith("t,window,truth,forecast\n")
+    assert json.loads((repo / "scores/train/imdb-gru.json").read_text()).keys() == {
+        "test/loss", "test/acc", "test/f1", "test/auc", "best/val/acc"}
     assert sorted(p.name for p in (repo / "models/imdb-gru").iterdir()) == ["mlflow.json", "model.pt"]
     rendered = run_in(repo, "dvc", "plots", "show", "--json").stdout
-    for title in ("Learning curves", "IMDB confusion matrix", "ETTh1 forecast vs truth"):
+    for title in ("Learning curves", "Confusion matrix", "Forecast vs truth"):
         assert title in rendered
 
 
@@ -100,7 +116,7 @@ def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo
             assert [m.step for m in client.get_metric_history(run_id, "val/loss")] == [1, 2]
             artifacts = {a.path for folder in ("", "config", "data", "plots")
                          for a in client.list_artifacts(run_id, folder or None)}
-            assert {"config/params.yaml", f"data/{task}.json", "plots/curves.csv"} <= artifacts
+            assert {"config/params.yaml", f"data/{task}.json", "plots/curves.png"} <= artifacts
             inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
             assert sorted(inputs) == [f"{task}-test", f"{task}-train", f"{task}-val"]
             handoff = json.loads((repo / f"models/{task}-{model}/mlflow.json").read_text())

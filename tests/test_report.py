@@ -11,10 +11,11 @@ from tests.conftest import REPO_ROOT, run_in
 
 
 def test_champion_is_chosen_on_validation_never_on_test():
+    config = load_config(REPO_ROOT / "params.yaml")
     train = {"lstm": {"best/val/acc": 0.91, "test/acc": 0.95}, "gru": {"best/val/acc": 0.92, "test/acc": 0.90}}
-    assert champion("classifier", train) == "gru"
+    assert champion(config.task["imdb"], train) == "gru"
     train = {"lstm": {"best/val/mse": 0.60, "test/mse": 0.50}, "gru": {"best/val/mse": 0.55, "test/mse": 0.70}}
-    assert champion("forecaster", train) == "gru"
+    assert champion(config.task["etth1"], train) == "gru"
 
 
 def test_readme_results_block_matches_the_committed_metrics(tmp_path, monkeypatch):
@@ -32,6 +33,7 @@ def test_report_stage_writes_the_summary_and_moves_the_champion_alias(pipeline_r
     from mlflow import MlflowClient
 
     repo, *_ = pipeline_repo
+    config = load_config(repo / "params.yaml")
     summary = (repo / "reports/summary.md").read_text()
     assert "## imdb" in summary and "## etth1" in summary and "(champion)" in summary
     assert (repo / "reports/etth1-forecasts.png").is_file() and (repo / "reports/imdb-curves.png").is_file()
@@ -43,8 +45,7 @@ def test_report_stage_writes_the_summary_and_moves_the_champion_alias(pipeline_r
                    if "champion" in client.get_registered_model(f"{task}-{m}").aliases]
         assert len(holders) == 1
         train = {m: json.loads((repo / f"metrics/train/{task}-{m}.json").read_text()) for m in ("lstm", "gru")}
-        kind = "classifier" if task == "imdb" else "forecaster"
-        assert holders[0] == champion(kind, train)
+        assert holders[0] == champion(config.task[task], train)
 
 
 def test_predict_takes_the_champion_alias(pipeline_repo):

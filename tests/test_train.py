@@ -87,7 +87,7 @@ def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(repo):
     train(repo, "imdb", "gru", "tracking.enabled=false")
     checkpoint = torch.load(repo / "models/imdb-gru/model.pt", weights_only=True)
     assert set(checkpoint) == {"state_dict", "model_args", "config"}
-    model = build_model(checkpoint["model_args"]["kind"], checkpoint["model_args"]["args"])
+    model = build_model(checkpoint["model_args"]["head"], checkpoint["model_args"]["args"])
     model.load_state_dict(checkpoint["state_dict"])
     assert checkpoint["config"]["model"]["gru"]["cell"] == "gru"
     assert model.eval()(torch.tensor([[5, 6, 7, 0]])).shape == (1, 2)

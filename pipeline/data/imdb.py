@@ -3,6 +3,15 @@
 The tokenizer is a Hugging Face `tokenizers` WordLevel model saved as one tokenizer.json
 (normaliser, pre-tokeniser, vocabulary, truncation and padding), so the torch-free
 deployment path tokenises raw text exactly as training did.
+
+Damaged input:
+- A truncated or corrupt archive (a download cut short) is a `DamagedArchiveError` that names
+  the archive and says to delete it and fetch it again.
+- A review that is not valid UTF-8 is kept: the undecodable bytes are replaced with U+FFFD,
+  one warning names the first members affected, and the data card counts such reviews
+  (`invalid_utf8` in each split, `unsup_invalid_utf8` for the unlabelled ones).
+- An empty review (nothing but whitespace) is kept with its label, with a warning, and counted
+  the same way (`empty`, `unsup_empty`).
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import logging
 import re
 import tarfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable
@@ -31,10 +41,19 @@ MEMBER = re.compile(r"^aclImdb/(train|test)/(pos|neg|unsup)/(\d+)_(\d+)\.txt$")
 TOKEN_PATTERN = r"\w+(?:'\w+)*|[^\w\s]"
 LINE_BREAK_PATTERN = r"<br\s*/?>"
 PERCENTILES = (50, 90, 95, 99)
+# What reading a cut or damaged gzip/tar stream raises (gzip.BadGzipFile is an OSError).
+DAMAGED_STREAM = (EOFError, OSError, tarfile.TarError, zlib.error)
+REFETCH = "delete it and fetch it again (dvc repro -f fetch@imdb)"
+CHUNK = 1 << 20
+NAMED_MEMBERS = 5  # members a warning lists by name
 
 
 class UnsafeArchiveError(ValueError):
     """An archive member that would land outside the extraction folder."""
+
+
+class DamagedArchiveError(ValueError):
+    """An archive that cannot be read to its end: truncated or corrupt."""
 
 
 @dataclass
@@ -43,10 +62,14 @@ class Reviews:
     labels: np.ndarray   # int8, 0 = neg, 1 = pos, -1 = unlabelled
     ids: np.ndarray      # int32, the review id from the file name
     ratings: np.ndarray  # int8, the star rating from the file name (0 for unlabelled)
+    invalid_utf8: np.ndarray  # bool, bytes that were not UTF-8 were replaced with U+FFFD
 
     def take(self, index: np.ndarray) -> "Reviews":
         return Reviews([self.texts[i] for i in index], self.labels[index],
-                       self.ids[index], self.ratings[index])
+                       self.ids[index], self.ratings[index], self.invalid_utf8[index])
+
+    def empty_count(self) -> int:
+        return sum(not text.strip() for text in self.texts)
 
 
 # ---- reading --------------------------------------------------------------------------
@@ -63,6 +86,26 @@ def check_member(member: tarfile.TarInfo, archive: str | Path, dest: str = "/ext
         raise UnsafeArchiveError(f"{archive}: member {name!r} is unsafe ({exc}); refusing to extract") from None
 
 
+def damaged(archive: str | Path, exc: BaseException) -> DamagedArchiveError:
+    return DamagedArchiveError(f"{archive}: the archive is truncated or corrupt "
+                               f"({type(exc).__name__}: {exc}); {REFETCH}")
+
+
+def decode_review(data: bytes) -> tuple[str, bool]:
+    """UTF-8 text, and whether undecodable bytes had to be replaced with U+FFFD."""
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="replace"), True
+
+
+def warn_members(archive: str | Path, names: list[str], what: str) -> None:
+    if names:
+        shown = ", ".join(names[:NAMED_MEMBERS]) + (f" and {len(names) - NAMED_MEMBERS} more"
+                                                     if len(names) > NAMED_MEMBERS else "")
+        log.warning("%s: %d review(s) %s: %s", archive, len(names), what, shown)
+
+
 def read_reviews(archive: str | Path) -> dict[str, Reviews]:
     """Read aclImdb reviews straight from the tar.gz stream (no 100k small files on disk).
 
@@ -70,22 +113,39 @@ def read_reviews(archive: str | Path) -> dict[str, Reviews]:
     Returns {"train", "test", "unsup"} sorted by (label, id) so that order never depends on
     the archive's packing.
     """
-    rows: dict[str, list[tuple[int, int, int, str]]] = {"train": [], "test": [], "unsup": []}
+    rows: dict[str, list[tuple[int, int, int, str, bool]]] = {"train": [], "test": [], "unsup": []}
     label_of = {"neg": 0, "pos": 1, "unsup": -1}
+    invalid, empty = [], []
     try:
         tar = tarfile.open(archive, "r:*")
+    except (EOFError, zlib.error) as exc:  # a gzip stream that ends inside the first tar block
+        raise damaged(archive, exc) from None
     except (tarfile.TarError, OSError) as exc:
-        raise ValueError(f"{archive}: cannot open as a tar archive ({exc})") from None
+        raise ValueError(f"{archive}: cannot open as a tar archive ({exc}); {REFETCH}") from None
     with tar:
-        for member in tar:
-            check_member(member, archive)
-            match = MEMBER.match(member.name)
-            if not match or not member.isfile():
-                continue
-            split, label, review_id, rating = match.groups()
-            text = tar.extractfile(member).read().decode("utf-8")
-            split = "unsup" if label == "unsup" else split
-            rows[split].append((label_of[label], int(review_id), int(rating), text))
+        try:
+            for member in tar:
+                check_member(member, archive)
+                match = MEMBER.match(member.name)
+                if not match or not member.isfile():
+                    continue
+                split, label, review_id, rating = match.groups()
+                text, replaced = decode_review(tar.extractfile(member).read())
+                if replaced:
+                    invalid.append(member.name)
+                if not text.strip():
+                    empty.append(member.name)
+                split = "unsup" if label == "unsup" else split
+                rows[split].append((label_of[label], int(review_id), int(rating), text, replaced))
+            # tarfile stops at its end-of-archive block and a damaged header can look like one;
+            # reading on to the end makes gzip check its CRC and length.
+            while tar.fileobj.read(CHUNK):
+                pass
+        except DAMAGED_STREAM as exc:  # a stream cut short only shows up once it is read
+            raise damaged(archive, exc) from None
+    warn_members(archive, invalid, "are not valid UTF-8; kept with the undecodable bytes "
+                 "replaced by U+FFFD")
+    warn_members(archive, empty, "are empty; kept with their labels")
     missing = [s for s in ("train", "test") if not rows[s]]
     if missing:
         raise ValueError(f"{archive}: no reviews found for {missing}; expected members like "
@@ -98,6 +158,7 @@ def read_reviews(archive: str | Path) -> dict[str, Reviews]:
             labels=np.array([r[0] for r in items], dtype=np.int8),
             ids=np.array([r[1] for r in items], dtype=np.int32),
             ratings=np.array([r[2] for r in items], dtype=np.int8),
+            invalid_utf8=np.array([r[4] for r in items], dtype=bool),
         )
     return out
 
@@ -196,6 +257,8 @@ def split_card(reviews: Reviews, encoded: Encoded, max_len: int) -> dict:
         "tokens": length_stats(encoded.full_lengths),
         "truncated_fraction": round(float((encoded.full_lengths > max_len).mean()), 4),
         "oov_rate": round(encoded.unk_count / max(encoded.token_count, 1), 5),
+        "empty": reviews.empty_count(),
+        "invalid_utf8": int(reviews.invalid_utf8.sum()),
     }
 
 
@@ -241,6 +304,8 @@ def prepare(archive: str | Path, settings: ImdbPrepare, out_dir: str | Path) -> 
     card = {
         "splits": {name: split_card(splits[name], encoded[name], settings.max_len) for name in SPLITS},
         "unsup_count": len(reviews["unsup"].texts),
+        "unsup_empty": reviews["unsup"].empty_count(),
+        "unsup_invalid_utf8": int(reviews["unsup"].invalid_utf8.sum()),
         "vocab_size": tokenizer.get_vocab_size(),
         "vocab_from_unsup": settings.vocab_from_unsup,
         "max_len": settings.max_len,

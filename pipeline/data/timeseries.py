@@ -197,6 +197,7 @@ def prepare(csv_path: str | Path, settings: TimeseriesPrepare, out_dir: str | Pa
         "horizon": settings.horizon,
         "mean": mean.tolist(),
         "std": std.tolist(),
+        "units": {c: (settings.units or {}).get(c, "") for c in series.columns},  # for axis labels
         "bounds": {name: list(b) for name, b in bounds.items()},
         "windows": windows,
     }

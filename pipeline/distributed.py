@@ -1,0 +1,93 @@
+"""Devices and data-parallel processes (DDP under torchrun): which rank this is, and the
+few collectives the train stage needs.
+
+NCCL between GPUs (one per process), gloo on the CPU. With one process every helper here
+is a no-op, so the train loop reads the same either way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.config import ConfigError
+
+
+def pick_device(setting: str, local_rank: int = 0) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but torch sees no CUDA device; use auto or cpu")
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device("cuda", local_rank) if setting == "cuda" else torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a data-parallel job; the defaults are a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def torchrun_ranks() -> Ranks:
+    """The ranks that torchrun hands over in the environment (one process without it)."""
+    return Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                 int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def start_distributed(ranks: Ranks, device: torch.device) -> None:
+    """Join the process group: NCCL between GPUs, gloo on the CPU."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        if torch.cuda.device_count() <= ranks.local_rank:
+            raise ConfigError(f"local rank {ranks.local_rank} has no GPU: {torch.cuda.device_count()} visible; "
+                              "start at most that many processes per node")
+        torch.cuda.set_device(device)
+    # Rank 0 evaluates while the others wait at the next collective: allow for a long evaluation.
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
+
+
+def from_rank0(value, ranks: Ranks):
+    """Rank 0's value, on every rank (a no-op for one process)."""
+    if ranks.world_size == 1:
+        return value
+    import torch.distributed as dist
+
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def summed(values: list[float], ranks: Ranks, device: torch.device) -> list[float]:
+    """Element-wise sum over all ranks."""
+    if ranks.world_size == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def torchrun_command(nproc_per_node: int, task_name: str, model_name: str) -> list[str]:
+    """This stage again, as N local DDP processes under torchrun (rendezvous on this host)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+            "-m", "pipeline.train", task_name, model_name]
