@@ -130,8 +130,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
     from pipeline.train import LOSSES, train_epoch
 
     task = config.task[task_name]
-    data = load_task_data(task.kind, task.paths.prepared, task.train.batch_size, task.train.eval_batch_size,
-                          config.seed, config.train.num_workers)
+    data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed, config.train.num_workers)
     data.train.batch_sampler.set_epoch(1)
     n_batches = min(n_batches, len(data.train))
     batches = list(itertools.islice(data.train, n_batches))

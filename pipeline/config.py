@@ -117,6 +117,19 @@ class TaskTrain(Section):
     eval_batch_size: PositiveInt
 
 
+class CharLmPrepare(Section):
+    train_fraction: float = Field(gt=0, lt=1, description="the first part of the text (nanoGPT: 0.9)")
+    val_fraction: float = Field(gt=0, lt=1, description="of the rest: its first part is val, the remainder test")
+
+
+class CharLmTrain(TaskTrain):
+    block_size: Annotated[int, Field(ge=2)]   # characters per training window (random offsets)
+    steps_per_epoch: PositiveInt             # an epoch is this many batches of random windows
+    lr: float = Field(gt=0)                  # AdamW peak learning rate for this task (train.lr for the others)
+    eval_streams: PositiveInt                # val/test are read as this many contiguous streams
+    sample_prompt: str = Field(min_length=1)  # the fixed prompt of the samples logged every epoch
+
+
 class EmbeddingsConfig(Section):
     dim: PositiveInt
     window: PositiveInt
@@ -149,7 +162,18 @@ class TimeseriesTask(Section):
     maximize: ClassVar[bool] = False
 
 
-TASK_TYPES = {"imdb": ImdbTask, "timeseries": TimeseriesTask}  # task kind -> its schema
+class CharLmTask(Section):
+    kind: Literal["charlm"]
+    source: SourceConfig
+    paths: TaskPaths
+    prepare: CharLmPrepare
+    train: CharLmTrain
+    head: ClassVar[str] = "generator"
+    metric: ClassVar[str] = "loss"   # nats per character
+    maximize: ClassVar[bool] = False
+
+
+TASK_TYPES = {"imdb": ImdbTask, "timeseries": TimeseriesTask, "charlm": CharLmTask}  # task kind -> its schema
 TaskConfig = Annotated[Union[tuple(TASK_TYPES.values())], Field(discriminator="kind")]
 TASK_KINDS = tuple(TASK_TYPES)
 
@@ -179,10 +203,26 @@ class ForecasterConfig(Section):
     channel_independent: bool
 
 
+class GeneratorConfig(Section):
+    embedding_dim: PositiveInt
+    hidden_size: PositiveInt
+    num_layers: PositiveInt
+    dropout: Dropout
+    tie_weights: bool   # the output layer reuses the embedding (needs embedding_dim == hidden_size)
+
+    @model_validator(mode="after")
+    def _tying_fits(self) -> "GeneratorConfig":
+        if self.tie_weights and self.embedding_dim != self.hidden_size:
+            raise ValueError(f"tie_weights needs embedding_dim == hidden_size, found {self.embedding_dim} "
+                             f"and {self.hidden_size}")
+        return self
+
+
 class ModelConfig(Section):
     cell: Literal["lstm", "gru"]
     classifier: ClassifierConfig
     forecaster: ForecasterConfig
+    generator: GeneratorConfig
 
 
 class TrainConfig(Section):

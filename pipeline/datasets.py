@@ -1,4 +1,4 @@
-"""Prepared arrays -> torch datasets and loaders, for both task kinds.
+"""Prepared arrays -> torch datasets and loaders, for every task kind.
 
 IMDB batches are length-bucketed: similar lengths share a batch, and each batch is cut to
 its longest row, so little time goes into padding. Every order is drawn from a generator
@@ -7,6 +7,11 @@ seeded by (seed, epoch), so an epoch replays identically after a resume.
 Under DDP every process draws the same global batches and takes its own slice of each:
 N processes step through exactly the batches that one process would, so the batch size in
 the config is the global batch whatever N is.
+
+Character-level text trains on windows of `block_size` characters at random offsets: an
+epoch is `steps_per_epoch` batches of them, drawn afresh each epoch. Its val and test
+loaders hold consecutive windows (the whole split is also scored as contiguous streams,
+state carried: pipeline/scoring.py).
 """
 
 from __future__ import annotations
@@ -77,6 +82,24 @@ class WindowDataset(Dataset):
         return self.series[index:end], self.series[end:end + self.horizon]
 
 
+class CharWindows(Dataset):
+    """(x, y) windows of a character-id sequence: y is x shifted by one character.
+    Window i starts at i * stride."""
+
+    def __init__(self, ids: np.ndarray, block_size: int, stride: int = 1):
+        self.ids = torch.from_numpy(ids.astype(np.int64))
+        self.block_size, self.stride = block_size, stride
+        self.count = max(0, (len(ids) - block_size - 1) // stride + 1)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        start = index * self.stride
+        window = self.ids[start:start + self.block_size + 1]
+        return window[:-1], window[1:]
+
+
 def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
     """This rank's slice of a global batch. A batch that does not split evenly is padded with
     its own first rows (as DistributedSampler pads), so every rank gets the same number."""
@@ -95,11 +118,13 @@ class EpochBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int,
-                 lengths: torch.Tensor | None = None, rank: int = 0, world_size: int = 1):
+                 lengths: torch.Tensor | None = None, rank: int = 0, world_size: int = 1,
+                 max_batches: int | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of size {world_size}")
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.lengths = lengths
+        self.max_batches = max_batches  # an epoch of the first N batches (random windows)
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
@@ -107,7 +132,8 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
+        batches = -(-self.size // self.batch_size)
+        return batches if self.max_batches is None else min(batches, self.max_batches)
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
@@ -119,6 +145,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         batches = list(torch.split(order, self.batch_size))
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+        batches = batches[:self.max_batches]
         return iter([shard(b.tolist(), self.rank, self.world_size) for b in batches])
 
 
@@ -131,21 +158,32 @@ class TaskData:
     digest: str
 
 
-def _loader(dataset, batch_size, shuffle, seed, num_workers, lengths=None, collate=None, rank=0, world_size=1):
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, lengths, rank, world_size)
+def _loader(dataset, batch_size, shuffle, seed, num_workers, lengths=None, collate=None, rank=0, world_size=1,
+            max_batches=None):
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, lengths, rank, world_size, max_batches)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
 
 
-def load_task_data(kind: str, prepared_dir: str | Path, batch_size: int, eval_batch_size: int,
-                   seed: int, num_workers: int = 0, rank: int = 0, world_size: int = 1) -> TaskData:
-    """Loaders for the three splits; only train is sharded across ranks (rank 0 evaluates)."""
+def load_task_data(kind: str, prepared_dir: str | Path, train, seed: int, num_workers: int = 0, rank: int = 0,
+                   world_size: int = 1) -> TaskData:
+    """Loaders for the three splits (`train`: the task's train settings); only train is
+    sharded across ranks (rank 0 evaluates)."""
     prepared_dir = Path(prepared_dir)
     meta = read_json(prepared_dir / "meta.json")
     loaders = {}
     for split in ("train", "val", "test"):
-        arrays = np.load(prepared_dir / f"{split}.npz")
-        size, shuffle = (batch_size, True) if split == "train" else (eval_batch_size, False)
+        size, shuffle = (train.batch_size, True) if split == "train" else (train.eval_batch_size, False)
         ranks = dict(rank=rank, world_size=world_size) if split == "train" else {}
+        if kind == "charlm":
+            ids = np.load(prepared_dir / f"{split}.npy")
+            if split == "train":  # random offsets, a fixed number of batches per epoch
+                loaders[split] = _loader(CharWindows(ids, train.block_size), size, shuffle, seed, num_workers,
+                                         max_batches=train.steps_per_epoch, **ranks)
+            else:
+                loaders[split] = _loader(CharWindows(ids, train.block_size, stride=train.block_size), size,
+                                         shuffle, seed, num_workers)
+            continue
+        arrays = np.load(prepared_dir / f"{split}.npz")
         if kind == "imdb":
             dataset = TokenDataset(arrays["ids"], arrays["labels"])
             loaders[split] = _loader(dataset, size, shuffle, seed, num_workers, dataset.lengths, trim_collate, **ranks)

@@ -7,7 +7,12 @@
   takes well under a second here, where the dynamo exporter took over a minute).
 - metadata_props carry what a deployer needs: task, model, labels, the tokenizer (inline,
   with its sha256), padding id and maximum length, or the normalisation statistics,
-  columns, lookback and horizon; plus the git commit and the test metrics.
+  columns, lookback and horizon, or a generator's vocabulary and state layout; plus the git
+  commit and the test metrics.
+- A generator's graph is stateful: `input_ids [batch, time]` and the recurrent state in
+  (`h`, and `c` for an LSTM, each [num_layers, batch, hidden_size]), `logits [batch, time,
+  vocab]` and the new state out (`h_out`, `c_out`). Batch and time are dynamic, so one
+  graph reads a prompt in one call and then decodes one character per call.
 - onnx.checker (full check) and strict shape inference must pass.
 """
 
@@ -43,16 +48,44 @@ class WithProbabilities(nn.Module):
         return logits, torch.softmax(logits, dim=-1)
 
 
+class StatefulGenerator(nn.Module):
+    """(input_ids, *state) -> (logits, *new state): the generator's step as a graph."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, *state: torch.Tensor):
+        logits, new = self.model.step(input_ids, state)
+        return (logits, *new)
+
+
+WRAPPERS = {"classifier": WithProbabilities, "generator": StatefulGenerator}  # the forecaster exports as is
+
+
+def state_names(cell: str) -> list[str]:
+    return ["h", "c"] if cell == "lstm" else ["h"]
+
+
 def graph_interface(head: str, args: dict, meta: dict) -> dict:
     """Input/output names, dynamic axes and an export example for each head."""
+    if head == "generator":
+        names = state_names(args["cell"])
+        ids = torch.randint(0, args["vocab_size"], (2, 16))
+        state = tuple(torch.randn(args["num_layers"], 2, args["hidden_size"]) for _ in names)
+        state_axes = {name: {1: "batch"} for name in names} | {f"{name}_out": {1: "batch"} for name in names}
+        return {"inputs": ["input_ids", *names], "outputs": ["logits", *(f"{n}_out" for n in names)],
+                "example": (ids, *state),
+                "dynamic_axes": {"input_ids": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"},
+                                 **state_axes}}
     if head == "classifier":
         example = torch.randint(2, args["vocab_size"], (2, 16))
         example[1, 10:] = meta["pad_id"]
-        return {"inputs": ["input_ids"], "outputs": ["logits", "probabilities"], "example": example,
+        return {"inputs": ["input_ids"], "outputs": ["logits", "probabilities"], "example": (example,),
                 "dynamic_axes": {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"},
                                  "probabilities": {0: "batch"}}}
     example = torch.randn(2, meta["lookback"], args["n_channels"])
-    return {"inputs": ["past"], "outputs": ["forecast"], "example": example,
+    return {"inputs": ["past"], "outputs": ["forecast"], "example": (example,),
             "dynamic_axes": {"past": {0: "batch", 1: "time"}, "forecast": {0: "batch"}}}
 
 
@@ -61,7 +94,14 @@ def deployment_metadata(config: Config, task_name: str, model_name: str, meta: d
     task = config.task[task_name]
     props = {"task": task_name, "model": model_name, "head": task.head, "cell": config.model[model_name].cell,
              "git_commit": git_tags()["git.commit"], "test_metrics": json.dumps(test_metrics)}
-    if task.head == "classifier":
+    if task.head == "generator":
+        args = config.model[model_name].generator
+        names = state_names(config.model[model_name].cell)
+        props.update(vocab=json.dumps(meta["vocab"]), num_layers=str(args.num_layers),
+                     hidden_size=str(args.hidden_size), state_inputs=json.dumps(names),
+                     state_outputs=json.dumps([f"{n}_out" for n in names]),
+                     state_shape="[num_layers, batch, hidden_size]", sample_prompt=task.train.sample_prompt)
+    elif task.head == "classifier":
         tokenizer = Path(task.paths.prepared) / meta["tokenizer"]
         props.update(labels=json.dumps(meta["labels"]), tokenizer_file=str(tokenizer),
                      tokenizer_sha256=file_digest(tokenizer), tokenizer_json=tokenizer.read_text(encoding="utf-8"),
@@ -80,10 +120,10 @@ def export_onnx(model: nn.Module, head: str, interface: dict, path: Path, opset:
     """Export, stamp the metadata, check; returns the exporter's seconds."""
     import onnx
 
-    module = WithProbabilities(model) if head == "classifier" else model
+    module = WRAPPERS[head](model) if head in WRAPPERS else model
     start = time.perf_counter()
     with atomic_path(path, ".onnx") as tmp:
-        torch.onnx.export(module, (interface["example"],), str(tmp), input_names=interface["inputs"],
+        torch.onnx.export(module, interface["example"], str(tmp), input_names=interface["inputs"],
                           output_names=interface["outputs"], dynamic_axes=interface["dynamic_axes"],
                           opset_version=opset, dynamo=dynamo)
         seconds = time.perf_counter() - start

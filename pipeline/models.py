@@ -1,4 +1,4 @@
-"""One recurrent backbone (LSTM or GRU) and one head per task.
+"""One recurrent backbone (LSTM or GRU) and one head per task kind: classifier, forecaster, generator.
 
 No packed sequences anywhere (they do not export to ONNX). Padding is handled by masking:
 the backward direction of a bidirectional layer runs over each row reversed *within its
@@ -153,9 +153,49 @@ class Forecaster(nn.Module):
         return out
 
 
-def build_model(kind: str, args: dict) -> nn.Module:
+class CharGenerator(nn.Module):
+    """Character ids [B, T] -> next-character logits [B, T, vocab], and the recurrent state.
+
+    An embedding, a stack of LSTM or GRU layers (dropout between them), dropout and a linear
+    output, optionally tied to the embedding. `forward(ids)` starts from a zero state (how it
+    trains); `step(ids, state)` carries a state in and out (how it reads a prompt and then
+    generates one character per call, and what the ONNX graph exports). The state is a tuple:
+    (h,) for a GRU and (h, c) for an LSTM, each [num_layers, B, hidden_size].
+    """
+
+    def __init__(self, vocab_size: int, cell: str, embedding_dim: int, hidden_size: int, num_layers: int,
+                 dropout: float, tie_weights: bool):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, found {cell!r}")
+        self.cell, self.num_layers, self.hidden_size = cell, num_layers, hidden_size
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.rnn = CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
+                               dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, vocab_size)
+        if tie_weights:
+            self.head.weight = self.embedding.weight
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("h", "c") if self.cell == "lstm" else ("h",)
+
+    def zero_state(self, batch: int, device=None) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.zeros(self.num_layers, batch, self.hidden_size, device=device) for _ in self.state_names)
+
+    def step(self, input_ids: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        out, new = self.rnn(self.embedding(input_ids), state if self.cell == "lstm" else state[0])
+        logits = self.head(self.dropout(out))
+        return logits, (new if self.cell == "lstm" else (new,))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.step(input_ids, self.zero_state(input_ids.shape[0], input_ids.device))[0]
+
+
+def build_model(head: str, args: dict) -> nn.Module:
     """Rebuild a model from the plain `model_args` stored in a checkpoint."""
-    return {"classifier": SequenceClassifier, "forecaster": Forecaster}[kind](**args)
+    return {"classifier": SequenceClassifier, "forecaster": Forecaster, "generator": CharGenerator}[head](**args)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -2,8 +2,10 @@
 and the report.
 
 - plots/curves/<run>.csv: loss per epoch (every head);
-- plots/<head>/<run>.csv: the head's own plot (confusion matrix, forecast against truth);
-- plots/train/<run>/: the PNG figures, and the forecaster's error by horizon step.
+- plots/<head>/<run>.csv: the head's own plot (confusion matrix, forecast against truth, a
+  generator's loss by position in its window);
+- plots/train/<run>/: the PNG figures, the forecaster's error by horizon step, and the
+  generator's final sample.
 """
 
 from __future__ import annotations
@@ -99,12 +101,39 @@ def forecast_png(path: Path, past: np.ndarray, outputs: np.ndarray, targets: np.
     return save_png(fig, path)
 
 
+def position_loss(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Mean loss (nats) at each position of windows read from a zero state: how much the
+    characters before help."""
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_p, targets[..., None], -1)[..., 0].mean(0)
+
+
+def write_generator_plots(paths: RunPaths, outputs: np.ndarray, targets: np.ndarray, sample: str) -> list[Path]:
+    loss = position_loss(outputs, targets)
+    files = [write_csv(paths.head_plot, ["position", "loss"], ((p + 1, float(v)) for p, v in enumerate(loss)))]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(np.arange(1, len(loss) + 1), loss)
+    ax.set_xlabel("position in the window (characters read, from a zero state)")
+    ax.set_ylabel("test loss (nats per character)")
+    ax.set_title(f"{paths.name}: loss by context length")
+    fig.tight_layout()
+    files.append(save_png(fig, paths.figures / "position_loss.png"))
+    sample_file = paths.figures / "sample.txt"
+    with atomic_path(sample_file) as tmp:
+        tmp.write_text(sample, encoding="utf-8")
+    return files + [sample_file]
+
+
 def write_train_plots(paths: RunPaths, head: str, history: list[dict], outputs: np.ndarray, targets: np.ndarray,
-                      meta: dict, test_dataset=None) -> list[Path]:
+                      meta: dict, test_dataset=None, sample: str | None = None) -> list[Path]:
     """Learning curves, plus a confusion matrix (classifier) or forecasts against truth
     (forecaster: `test_dataset` gives the lookback shown before each forecast)."""
     files = [learning_curves(paths.curves_plot, history),
              curves_png(paths.figures / "curves.png", history, f"{paths.name}: learning curves")]
+    if head == "generator":
+        return files + write_generator_plots(paths, outputs, targets, sample)
     if head == "classifier":
         labels = meta["labels"]
         predicted = outputs.argmax(1)

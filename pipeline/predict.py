@@ -4,12 +4,20 @@
     python -m pipeline.predict onnx/imdb-gru/model.onnx --file reviews.txt      # one review per line
     python -m pipeline.predict onnx/etth1-lstm/model.onnx --csv last_week.csv    # >= L rows
     python -m pipeline.predict models:/imdb-gru@champion --text "..."            # an MLflow model URI
+    python -m pipeline.predict onnx/shakespeare-lstm/model.onnx --prompt "ROMEO:" --max-chars 500 \
+        --temperature 0.8 --seed 0                                                # generate text
 
 Everything needed to prepare the input comes from the model's own metadata_props (written
 by pipeline.export): the tokenizer (inline, checked against its sha256) with its padding
-and truncation, or the normalisation statistics, columns, lookback and horizon. The output
-is JSON on stdout: class probabilities per text, or the forecast per step and column in
-the data's own units.
+and truncation, or the normalisation statistics, columns, lookback and horizon, or a
+generator's vocabulary and state layout. The output is JSON on stdout: class probabilities
+per text, the forecast per step and column in the data's own units, or the generated text.
+
+Generation reads the prompt in one call of the stateful graph, then decodes one character
+per call, carrying the state. Sampling is seeded (numpy), so the same seed gives the same
+text; `--temperature 0` is greedy, and `--top-k K` keeps the K likeliest characters. A
+prompt character outside the model's vocabulary is an error (the vocabulary has no
+[UNK]).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import generation
 from pipeline.layout import METADATA_PREFIX as PREFIX
 
 
@@ -150,6 +159,34 @@ def forecast(session, meta: dict, values: np.ndarray) -> dict:
             "forecast": [dict(zip(columns, map(float, step))) for step in out]}
 
 
+# ---- generation ------------------------------------------------------------------------------------
+
+
+def check_generation_args(prompt: str | None, max_chars: int, temperature: float, top_k: int | None) -> str:
+    if prompt is None or prompt == "":
+        raise PredictError("a generator needs a non-empty --prompt, e.g. --prompt 'ROMEO:'")
+    if max_chars <= 0:
+        raise PredictError(f"--max-chars must be at least 1, found {max_chars}")
+    if temperature < 0:
+        raise PredictError(f"--temperature must be >= 0 (0 = greedy), found {temperature}")
+    if top_k is not None and top_k <= 0:
+        raise PredictError(f"--top-k must be at least 1, found {top_k}")
+    return prompt
+
+
+def generate_text(session, meta: dict, prompt: str, max_chars: int, temperature: float, seed: int,
+                  top_k: int | None) -> dict:
+    vocab = json.loads(meta["vocab"])
+    try:
+        prompt_ids = generation.encode(prompt, vocab)
+    except generation.VocabularyError as exc:
+        raise PredictError(f"--prompt: {exc}") from None
+    ids = generation.generate(generation.session_step(session), generation.session_zero_state(session)(1),
+                              prompt_ids, max_chars, temperature, seed, top_k)
+    return {"prompt": prompt, "text": generation.decode(ids, vocab), "temperature": temperature, "seed": seed,
+            "top_k": top_k}
+
+
 # ---- entry point -----------------------------------------------------------------------------
 
 
@@ -160,10 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="a UTF-8 file of reviews, one per line")
     parser.add_argument("--csv", help="a CSV slice with the model's columns; its last L rows are used")
     parser.add_argument("--tokenizer", help="a tokenizer.json to use instead of the one inside the model")
+    parser.add_argument("--prompt", help="generator: the text to continue")
+    parser.add_argument("--max-chars", type=int, default=500, help="generator: characters to generate")
+    parser.add_argument("--temperature", type=float, default=0.8, help="generator: 0 = greedy")
+    parser.add_argument("--seed", type=int, default=0, help="generator: the sampling seed")
+    parser.add_argument("--top-k", type=int, help="generator: sample among the K likeliest characters only")
     args = parser.parse_args(argv)
     try:
         session, meta = open_model(resolve_model(args.model))
-        if meta["head"] == "classifier":
+        if meta["head"] == "generator":
+            prompt = check_generation_args(args.prompt, args.max_chars, args.temperature, args.top_k)
+            result = generate_text(session, meta, prompt, args.max_chars, args.temperature, args.seed, args.top_k)
+        elif meta["head"] == "classifier":
             result = classify(session, meta, read_texts(args.text, args.file), load_tokenizer(meta, args.tokenizer))
         else:
             if not args.csv:

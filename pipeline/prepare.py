@@ -2,8 +2,9 @@
 
     python -m pipeline.prepare <task>
 
-The task's `kind` picks the preparer: `imdb` (pipeline/data/imdb.py) or `timeseries`
-(pipeline/data/timeseries.py, any CSV series; ETTh1 by default).
+The task's `kind` picks the preparer: `imdb` (pipeline/data/imdb.py), `timeseries`
+(pipeline/data/timeseries.py, any CSV series; ETTh1 by default) or `charlm`
+(pipeline/data/charlm.py, any UTF-8 text; Tiny Shakespeare by default).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import sys
 import time
 
 from pipeline.config import load_task, stage_args
-from pipeline.data import imdb, timeseries
+from pipeline.data import charlm, imdb, timeseries
 from pipeline.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-PREPARERS = {"imdb": imdb, "timeseries": timeseries}  # task kind -> its module
+PREPARERS = {"imdb": imdb, "timeseries": timeseries, "charlm": charlm}  # task kind -> its module
 
 
 def main(argv: list[str] | None = None) -> int:

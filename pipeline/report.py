@@ -25,7 +25,8 @@ from pipeline.plots import epoch_axis, pyplot
 
 log = logging.getLogger(__name__)
 
-# Published reference points (test set; ETTh1: multivariate, L=96, H=96).
+# Published reference points (test set; ETTh1: multivariate, L=96, H=96; Tiny Shakespeare: the
+# loss over the last 10% of the characters, nanoGPT's "val").
 ANCHORS = {
     "classifier": [("Maas et al. 2011 (word vectors + BoW)", {"test/acc": 0.8889}),
                    ("NBSVM-bi (Wang & Manning 2012)", {"test/acc": 0.9122}),
@@ -33,8 +34,21 @@ ANCHORS = {
     "forecaster": [("SegRNN (Lin et al. 2023)", {"test/mse": 0.368, "test/mae": 0.395}),
                    ("DLinear (Zeng et al. 2023)", {"test/mse": 0.386, "test/mae": 0.400}),
                    ("Informer (Zhou et al. 2021)", {"test/mse": 0.865, "test/mae": 0.713})],
+    "generator": [("nanoGPT baby GPT (6-layer Transformer, 10.7M parameters, A100)", {"anchor/val10_loss": 1.4697})],
 }
-QUALITY = {"classifier": ["test/acc", "test/f1", "test/auc"], "forecaster": ["test/mse", "test/mae"]}
+QUALITY = {"classifier": ["test/acc", "test/f1", "test/auc"], "forecaster": ["test/mse", "test/mae"],
+           "generator": ["test/loss", "test/bpc", "anchor/val10_loss"]}
+FLOORS = {"classifier": "majority class", "forecaster": "repeat last value", "generator": "bigram, fitted on train"}
+# ONNX columns per head: (header, provider, key, digits); the speed-up pair of each.
+ONNX_COLUMNS = {
+    "classifier": [("ONNX CPU b1 ms", "cpu", "latency_ms_b1_p50", 2), ("ONNX CPU b64 ms", "cpu", "latency_ms_b64_p50", 1)],
+    "generator": [("ONNX CPU ms/char", "cpu", "ms_per_char", 2),
+                  ("ONNX CPU prompt chars/s", "cpu", "prompt_chars_per_s", 0)],
+}
+ONNX_COLUMNS["forecaster"] = ONNX_COLUMNS["classifier"]
+SPEEDUPS = {"classifier": ("b1 / b64", "speedup_vs_torch_b1", "speedup_vs_torch_b64"),
+            "generator": ("per char / prompt", "speedup_vs_torch_per_char", "speedup_vs_torch_prompt")}
+SPEEDUPS["forecaster"] = SPEEDUPS["classifier"]
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -65,21 +79,26 @@ def onnx_cell(report: dict, provider: str, key: str, digits: int = 2) -> str:
 
 def results_table(task, train: dict[str, dict], onnx: dict[str, dict], best: str) -> str:
     kind, validation = task.head, validation_key(task)
-    quality = QUALITY[kind]
-    header = ["model", *quality, validation, "params", "train s", "train samples/s",
-              "ONNX CPU b1 ms", "ONNX CPU b64 ms", "CPU speed-up b1 / b64", "ONNX CUDA b1 ms", "max abs diff (CPU)"]
+    quality, columns = QUALITY[kind], ONNX_COLUMNS[kind]
+    pair, first, second = SPEEDUPS[kind]
+    cuda_header, _, cuda_key, cuda_digits = columns[0]
+    header = ["model", *quality, validation, "params", "train s", "train samples/s", *(c[0] for c in columns),
+              f"CPU speed-up {pair}", cuda_header.replace("CPU", "CUDA"), "max abs diff (CPU)"]
     rows = []
     for model in train:
         t, o = train[model], onnx.get(model, {})
         name = f"**{model.upper()}** (champion)" if model == best else model.upper()
-        speedup = (f"{o['cpu']['speedup_vs_torch_b1']:.2f}x / {o['cpu']['speedup_vs_torch_b64']:.2f}x"
-                   if o.get("cpu", {}).get("status") == "ok" else "–")
+        speedup = (f"{o['cpu'][first]:.2f}x / {o['cpu'][second]:.2f}x" if o.get("cpu", {}).get("status") == "ok"
+                   else "–")
         rows.append([name, *(fmt(t.get(k)) for k in quality), fmt(t.get(validation)),
                      f"{t['params/count']:,}", fmt(t["train/seconds"], 0), fmt(t["train/samples_per_s"], 0),
-                     onnx_cell(o, "cpu", "latency_ms_b1_p50"), onnx_cell(o, "cpu", "latency_ms_b64_p50", 1),
-                     speedup, onnx_cell(o, "cuda", "latency_ms_b1_p50"), onnx_cell(o, "cpu", "max_abs_diff", 7)])
-    for name, values in ANCHORS[kind]:
-        rows.append([f"*{name}*", *(fmt(values.get(k), 3) if k in values else "–" for k in quality)]
+                     *(onnx_cell(o, provider, key, digits) for _, provider, key, digits in columns),
+                     speedup, onnx_cell(o, "cuda", cuda_key, cuda_digits), onnx_cell(o, "cpu", "max_abs_diff", 7)])
+    floor = {k.replace("baseline/", "test/"): v for k, v in next(iter(train.values())).items()
+             if k.startswith("baseline/")}
+    extra = [(f"naive floor: {FLOORS[kind]}", floor, 4), *((name, values, 3) for name, values in ANCHORS[kind])]
+    for name, values, digits in extra:
+        rows.append([f"*{name}*", *(fmt(values.get(k), digits) if k in values else "–" for k in quality)]
                     + ["–"] * (len(header) - 1 - len(quality)))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -130,6 +149,16 @@ def overlay_forecasts(task: str, runs: dict[str, RunPaths], meta: dict, out: Pat
     return save_png(fig, out)
 
 
+def samples(runs: dict[str, RunPaths]) -> list[str]:
+    """Each model's final sample (500 characters from the fixed prompt, temperature 0.8, seed 0)."""
+    lines = []
+    for model, paths in runs.items():
+        text = (paths.figures / "sample.txt").read_text(encoding="utf-8")
+        lines += ["", f"{model.upper()} sample (500 characters after the prompt, temperature 0.8, seed 0):", "",
+                  "```text", text.replace("\n\n", "\n \n").rstrip(), "```"]
+    return lines
+
+
 def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], list[Path]]:
     """(markdown, champion per task, figure files)."""
     sections, champions, figures = [], {}, []
@@ -146,6 +175,8 @@ def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], li
             meta = read_json(Path(settings.paths.prepared) / "meta.json")
             figures.append(overlay_forecasts(task, runs, meta, out_dir / f"{task}-forecasts.png"))
             lines += ["", f"![{task} forecasts]({figures[-1].name})"]
+        if settings.head == "generator":
+            lines += samples(runs)
         sections.append("\n".join(lines))
     markdown = "\n\n".join([
         "# LSTM against GRU",

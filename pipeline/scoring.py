@@ -1,6 +1,8 @@
 """Metrics of a model's outputs, per head, and the naive floor each head is compared with.
 
-Keys are `split/metric` (`val/acc`, `test/mse`), the same in DVC's files and in MLflow.
+Keys are `split/metric` (`val/acc`, `test/mse`, `test/bpc`), the same in DVC's files and in
+MLflow. A generator is scored on whole splits read as contiguous streams with the state
+carried (pipeline.generation.stream_loss), in nats and bits per character.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.datasets import TaskData
+from pipeline.generation import bits, stream_loss
 
 
 def predictions(model: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
@@ -43,12 +46,55 @@ def forecast_metrics(forecast: np.ndarray, truth: np.ndarray, split: str) -> dic
 METRICS = {"classifier": classification_metrics, "forecaster": forecast_metrics}
 
 
-def evaluate(model, loader, device, head: str, split: str) -> dict[str, float]:
-    return METRICS[head](*predictions(model, loader, device), split)
+def torch_step(model, device: torch.device):
+    """A generation.Step over a CharGenerator: numpy in, numpy out."""
+    def step(ids: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
+        with torch.no_grad():
+            logits, new = model.step(torch.from_numpy(ids).to(device),
+                                     tuple(torch.from_numpy(s).to(device) for s in state))
+        return logits.float().cpu().numpy(), tuple(s.float().cpu().numpy() for s in new)
+    return step
+
+
+def zero_state(model):
+    """batch -> the zero state of a CharGenerator, as numpy arrays."""
+    return lambda batch: tuple(s.numpy() for s in model.zero_state(batch))
+
+
+def text_loss(model, ids: np.ndarray, device: torch.device, streams: int, block: int) -> float:
+    model.eval()
+    return stream_loss(torch_step(model, device), zero_state(model), ids, streams, block)
+
+
+def generator_metrics(model, loader, device, streams: int, split: str) -> dict[str, float]:
+    """Loss (nats per character) and bits per character over the whole split."""
+    dataset = loader.dataset
+    loss = text_loss(model, dataset.ids.numpy(), device, streams, dataset.block_size)
+    return {f"{split}/loss": loss, f"{split}/bpc": bits(loss)}
+
+
+def evaluate(model, loader, device, task, split: str) -> dict[str, float]:
+    """The metrics of `task`'s head on one split."""
+    if task.head == "generator":
+        return generator_metrics(model, loader, device, task.train.eval_streams, split)
+    return METRICS[task.head](*predictions(model, loader, device), split)
+
+
+def bigram_loss(train_ids: np.ndarray, ids: np.ndarray, vocab_size: int) -> float:
+    """Nats per character of a bigram model fitted on train (add-one smoothing)."""
+    counts = np.ones((vocab_size, vocab_size))
+    np.add.at(counts, (train_ids[:-1], train_ids[1:]), 1)
+    log_p = np.log(counts / counts.sum(1, keepdims=True))
+    return float(-log_p[ids[:-1], ids[1:]].mean())
 
 
 def naive_baseline(data: TaskData, head: str) -> dict[str, float]:
-    """The sanity floor: majority class (classifier) or repeat-last-value (forecaster), on test."""
+    """The sanity floor on test: majority class (classifier), repeat-last-value (forecaster),
+    or a bigram model fitted on train (generator)."""
+    if head == "generator":
+        train_ids, test_ids = (loader.dataset.ids.numpy() for loader in (data.train, data.test))
+        loss = bigram_loss(train_ids, test_ids, data.meta["vocab_size"])
+        return {"baseline/loss": loss, "baseline/bpc": bits(loss)}
     if head == "classifier":
         train_labels = data.train.dataset.labels.numpy()
         test_labels = data.test.dataset.labels.numpy()

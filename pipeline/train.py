@@ -42,17 +42,27 @@ from pipeline.datasets import TaskData, epoch_seed, load_task_data
 from pipeline.distributed import (Ranks, from_rank0, leave_process_group, pick_device, start_distributed, summed,
                                   torchrun_command, torchrun_ranks)
 from pipeline.files import write_json_atomic
+from pipeline.generation import SAMPLE_CHARS, SAMPLE_SEED, SAMPLE_TEMPERATURE, VocabularyError, decode, encode, generate
 from pipeline.layout import RunPaths
 from pipeline.models import build_model, count_parameters
 from pipeline.plots import write_train_plots
-from pipeline.scoring import METRICS, evaluate, naive_baseline, predictions
+from pipeline.scoring import (METRICS, evaluate, naive_baseline, predictions, text_loss, torch_step,
+                              zero_state)
 from pipeline.tracking import NullTracker, TrackingError, flatten, open_tracker, run_tags
 
 log = logging.getLogger(__name__)
 
-LOSSES = {"classifier": nn.CrossEntropyLoss, "forecaster": nn.MSELoss}
+
+class NextCharLoss(nn.CrossEntropyLoss):
+    """Cross-entropy of logits [B, T, V] against the next characters [B, T], per character."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(logits.flatten(0, 1), target.flatten())
+
+
+LOSSES = {"classifier": nn.CrossEntropyLoss, "forecaster": nn.MSELoss, "generator": NextCharLoss}
 # Head settings that shape training, not the model: they stay out of model_args.
-TRAINING_ONLY = {"classifier": {"pretrained_embeddings"}, "forecaster": set()}
+TRAINING_ONLY = {"classifier": {"pretrained_embeddings"}, "forecaster": set(), "generator": set()}
 
 
 # ---- the model of a run ----------------------------------------------------------------------
@@ -66,6 +76,8 @@ def model_args_for(config: Config, task_name: str, model_name: str, meta: dict) 
     args = {"cell": model.cell, **settings.model_dump(exclude=TRAINING_ONLY[task.head])}
     if task.head == "classifier":
         args.update(vocab_size=meta["vocab_size"], num_classes=len(meta["labels"]), pad_id=meta["pad_id"])
+    elif task.head == "generator":
+        args.update(vocab_size=meta["vocab_size"])
     else:
         if settings.segment_len and meta["lookback"] % settings.segment_len:
             raise ConfigError(f"model.{model_name}.forecaster.segment_len={settings.segment_len} must divide "
@@ -212,8 +224,8 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Run:
     if ranks.world_size > 1:
         start_distributed(ranks, device)
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
-    data = load_task_data(task.kind, task.paths.prepared, task.train.batch_size, task.train.eval_batch_size,
-                          config.seed, config.train.num_workers, ranks.rank, ranks.world_size)
+    data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed, config.train.num_workers,
+                          ranks.rank, ranks.world_size)
     spec = model_args_for(config, task_name, model_name, data.meta)
     run_fingerprint = fingerprint(config, task_name, model_name, data.digest, ranks.world_size)
     resume = from_rank0(load_resume(paths.resume, run_fingerprint) if ranks.is_main else None, ranks)
@@ -223,9 +235,10 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Run:
     if task.head == "classifier" and config.model[model_name].classifier.pretrained_embeddings:
         model.embedding.weight.data.copy_(pretrained_vectors(config, task_name, model_name, spec["args"]))
     model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    lr = getattr(task.train, "lr", config.train.lr)  # a task may set its own (task.<t>.train.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.train.lr, total_steps=task.train.epochs * len(data.train),
+        optimizer, max_lr=lr, total_steps=task.train.epochs * len(data.train),
         pct_start=max(config.train.warmup_fraction, 1e-3), anneal_strategy="cos")
     progress = Progress.start(task.maximize)
     if resume:
@@ -290,7 +303,7 @@ def run_epochs(run: Run) -> None:
         row = None
         if ranks.is_main:
             row = {"epoch": epoch, "train/loss": loss_sum / samples,
-                   **evaluate(run.model, run.data.val, run.device, run.task.head, "val"),
+                   **evaluate(run.model, run.data.val, run.device, run.task, "val"),
                    "lr": run.scheduler.get_last_lr()[0], "epoch/samples_per_s": samples / seconds,
                    "epoch/seconds": seconds}
         row = from_rank0(row, ranks)  # every rank takes the same early-stopping decision
@@ -309,11 +322,22 @@ def run_epochs(run: Run) -> None:
         if ranks.is_main:
             log.info("%s epoch %d: %s", run.paths.name, epoch,
                      ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+            if run.task.head == "generator":
+                run.tracker.log_text(sample(run), f"samples/epoch_{epoch:03d}.txt")
             progress.run_id = run.tracker.run_id
             save_checkpoint(run.paths.resume, {
                 "fingerprint": run.fingerprint, "model": run.model.state_dict(),
                 "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                 "progress": asdict(progress)})
+
+
+def sample(run: Run) -> str:
+    """The fixed prompt and 500 characters generated from it (temperature 0.8, fixed seed)."""
+    vocab, prompt = run.data.meta["vocab"], run.task.train.sample_prompt
+    run.model.eval()
+    ids = generate(torch_step(run.model, run.device), zero_state(run.model)(1), encode(prompt, vocab),
+                   SAMPLE_CHARS, SAMPLE_TEMPERATURE, SAMPLE_SEED)
+    return prompt + decode(ids, vocab)
 
 
 # ---- the final test -------------------------------------------------------------------------------------
@@ -327,6 +351,7 @@ class FitResult:
     spec: dict
     test_outputs: np.ndarray
     test_targets: np.ndarray
+    sample: str | None = None   # a generator's final sample
 
 
 def evaluate_best(run: Run) -> FitResult:
@@ -334,8 +359,15 @@ def evaluate_best(run: Run) -> FitResult:
     progress, head = run.progress, run.task.head
     run.model.load_state_dict(progress.best_state)
     outputs, targets = predictions(run.model, run.data.test, run.device)
+    if head == "generator":
+        val10 = np.concatenate([loader.dataset.ids.numpy() for loader in (run.data.val, run.data.test)])
+        quality = {**evaluate(run.model, run.data.test, run.device, run.task, "test"),
+                   "anchor/val10_loss": text_loss(run.model, val10, run.device, run.task.train.eval_streams,
+                                                  run.task.train.block_size)}
+    else:
+        quality = METRICS[head](outputs, targets, "test")
     metrics = {
-        **METRICS[head](outputs, targets, "test"),
+        **quality,
         **naive_baseline(run.data, head),
         f"best/{run.monitor}": progress.best_metric,
         "best/epoch": progress.best_epoch,
@@ -345,13 +377,23 @@ def evaluate_best(run: Run) -> FitResult:
         "train/samples": progress.samples,
         "params/count": count_parameters(run.model),
     }
-    return FitResult(metrics, progress.history, run.model.cpu(), run.spec, outputs, targets)
+    final_sample = sample(run) if head == "generator" else None
+    return FitResult(metrics, progress.history, run.model.cpu(), run.spec, outputs, targets, final_sample)
+
+
+def check_prompt(run: Run) -> None:
+    try:
+        encode(run.task.train.sample_prompt, run.data.meta["vocab"])
+    except VocabularyError as exc:
+        raise ConfigError(f"task.{run.task_name}.train.sample_prompt: {exc}") from None
 
 
 def fit(config: Config, task_name: str, model_name: str, stage: str) -> tuple[Run, FitResult | None]:
     """Train, then evaluate the best weights on test; no result on the ranks other than 0."""
     run = setup(config, task_name, model_name, stage)
     try:  # an exception marks the MLflow run FAILED; a SIGKILL leaves it to be resumed
+        if run.task.head == "generator":
+            check_prompt(run)
         run_epochs(run)
         return run, evaluate_best(run) if run.ranks.is_main else None
     except Exception:
@@ -376,7 +418,7 @@ def write_outputs(run: Run, result: FitResult) -> None:
     write_json_atomic(paths.train_metrics, result.metrics)
     write_json_atomic(paths.train_scores, headline(result.metrics, run.monitor))
     figures = write_train_plots(paths, run.task.head, result.history, result.test_outputs, result.test_targets,
-                                run.data.meta, run.data.test.dataset)
+                                run.data.meta, run.data.test.dataset, result.sample)
 
     tracker = run.tracker
     tracker.log_metrics(result.metrics)
@@ -384,6 +426,8 @@ def write_outputs(run: Run, result: FitResult) -> None:
     tracker.log_artifact(run.task.paths.card, "data")
     for path in figures:
         tracker.log_artifact(path, "plots")
+    if result.sample is not None:
+        tracker.log_text(result.sample, "samples/final.txt")
     example = next(iter(run.data.val))[0][:2].numpy()
     tracker.log_torch_model(result.model.eval(), example)
     write_json_atomic(paths.handoff, tracker.handoff())

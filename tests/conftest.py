@@ -36,10 +36,15 @@ TINY_OVERRIDES = [
     "task.imdb.embeddings.dim=8", "task.imdb.embeddings.epochs=1",
     "task.imdb.train.epochs=2", "task.imdb.train.batch_size=8",
     "task.etth1.train.epochs=2", "task.etth1.train.batch_size=32",
+    "task.shakespeare.train.epochs=2", "task.shakespeare.train.steps_per_epoch=4",
+    "task.shakespeare.train.batch_size=8", "task.shakespeare.train.block_size=32",
+    "task.shakespeare.train.eval_batch_size=16", "task.shakespeare.train.eval_streams=4",
     *(f"model.{m}.{key}" for m in ("lstm", "gru") for key in (
         "classifier.embedding_dim=8", "classifier.hidden_size=8",
-        "forecaster.hidden_size=16", "forecaster.segment_len=6")),
+        "forecaster.hidden_size=16", "forecaster.segment_len=6",
+        "generator.embedding_dim=8", "generator.hidden_size=16")),
 ]
+SPEAKERS = ["ROMEO", "JULIET", "FIRST CITIZEN", "MENENIUS"]
 
 
 def synthetic_review(rng: np.random.Generator, label: str) -> str:
@@ -73,6 +78,17 @@ def imdb_reviews(n_per_class: int = 12, n_unsup: int = 10, seed: int = 0) -> dic
         marker = " unsuponlyword" if i < 3 else ""  # enters the vocabulary only with vocab_from_unsup
         members[f"aclImdb/train/unsup/{i}_0.txt"] = synthetic_review(rng, "pos" if i % 2 else "neg") + marker
     return members
+
+
+def synthetic_play(lines: int = 600, seed: int = 0) -> str:
+    """A small play in Tiny Shakespeare's layout: `SPEAKER:` lines, then a line of words."""
+    rng = np.random.default_rng(seed)
+    words = FILLER + POS_WORDS + NEG_WORDS
+    parts = []
+    for _ in range(lines):
+        sentence = " ".join(rng.choice(words, size=int(rng.integers(3, 9)))).capitalize()
+        parts.append(f"{rng.choice(SPEAKERS)}:\n{sentence}{rng.choice(['.', '!', '?', ','])}\n\n")
+    return "".join(parts)
 
 
 def make_imdb_archive(path: Path, members: dict[str, str] | None = None) -> Path:
@@ -147,10 +163,11 @@ def sha256_spec(path: Path) -> str:
 
 
 def make_mirror(folder: Path, series_seed: int = 0) -> Path:
-    """The two source files, as an offline mirror (RB_OFFLINE_DIR) would hold them."""
+    """The source files, as an offline mirror (RB_OFFLINE_DIR) would hold them."""
     folder.mkdir(parents=True, exist_ok=True)
     make_imdb_archive(folder / "aclImdb_v1.tar.gz")
     write_csv(folder / "ETTh1.csv", synthetic_series(400, seed=series_seed))
+    (folder / "tinyshakespeare.txt").write_text(synthetic_play(), encoding="utf-8")
     return folder
 
 
@@ -158,19 +175,25 @@ def compose_params(repo: Path, mirror: Path, *extra: str) -> None:
     """params.yaml of `repo`: the tiny settings, and the mirror's checksums."""
     run_in(repo, sys.executable, "-m", "pipeline.config", *TINY_OVERRIDES,
            f"task.imdb.source.offline.checksum={sha256_spec(mirror / 'aclImdb_v1.tar.gz')}",
-           f"task.etth1.source.offline.checksum={sha256_spec(mirror / 'ETTh1.csv')}", *extra)
+           f"task.etth1.source.offline.checksum={sha256_spec(mirror / 'ETTh1.csv')}",
+           f"task.shakespeare.source.offline.checksum={sha256_spec(mirror / 'tinyshakespeare.txt')}", *extra)
+
+
+def reproduced_repo(root: Path, *targets: str):
+    """(repo, mirror, env, result): a repo copy in `root` with the tiny settings, whose
+    `dvc repro [targets]` (everything when none) ran offline from a mirror of the fixtures."""
+    mirror = make_mirror(root / "mirror")
+    repo = copy_repo(root / "repo")
+    compose_params(repo, mirror)
+    env = {"RB_OFFLINE_DIR": str(mirror)}
+    result = run_in(repo, "dvc", "repro", *targets, env=env)
+    return repo, mirror, env, result
 
 
 @pytest.fixture(scope="session")
 def pipeline_repo(tmp_path_factory):
     """A repo copy whose whole pipeline ran once through `dvc repro` in offline mode."""
-    root = tmp_path_factory.mktemp("dvc")
-    mirror = make_mirror(root / "mirror")
-    repo = copy_repo(root / "repo")
-    compose_params(repo, mirror)
-    env = {"RB_OFFLINE_DIR": str(mirror)}
-    result = run_in(repo, "dvc", "repro", env=env)
-    return repo, mirror, env, result
+    return reproduced_repo(tmp_path_factory.mktemp("dvc"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,8 +16,8 @@ import torch
 from pipeline.config import load_config
 from pipeline.datasets import EpochBatchSampler
 from pipeline.models import build_model
-from pipeline.train import fingerprint
-from tests.conftest import compose_params, copy_repo, make_mirror, run_in
+from pipeline.train import evaluate_best, fingerprint, run_epochs, setup
+from tests.conftest import compose_params, reproduced_repo, run_in
 
 TIMING = {"train/seconds", "train/samples_per_s"}
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
@@ -26,11 +26,7 @@ TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """A repo copy with the fixture data prepared (training runs happen in the tests)."""
-    root = tmp_path_factory.mktemp("train")
-    mirror = make_mirror(root / "mirror")
-    repo = copy_repo(root / "repo")
-    compose_params(repo, mirror)
-    run_in(repo, "dvc", "repro", "embed", "prepare@etth1", env={"RB_OFFLINE_DIR": str(mirror)})
+    repo, *_ = reproduced_repo(tmp_path_factory.mktemp("train"), "embed", "prepare@etth1")
     return repo
 
 
@@ -180,6 +176,25 @@ def test_nproc_per_node_launches_torchrun_from_the_stage_command(repo):
     train_rows, batches = 18, 3  # the fixture's IMDB train split, in batches of 8
     assert ddp["epochs"] == 2
     assert 2 * train_rows <= ddp["train/samples"] <= 2 * (train_rows + batches)
+
+
+def test_the_training_pieces_run_in_process_and_a_restored_progress_resumes_after_its_epoch(repo, monkeypatch):
+    compose_params(repo, repo.parent / "mirror", "tracking.enabled=false", "task.etth1.train.epochs=3",
+                   "train.patience=100")
+    monkeypatch.chdir(repo)
+    config = load_config()
+    run = setup(config, "etth1", "lstm", "test")
+    assert run.progress.epoch == 0 and run.monitor == "val/mse"
+    run_epochs(run)
+    whole = evaluate_best(run)
+    assert [row["epoch"] for row in whole.history] == [1, 2, 3] and whole.metrics["epochs"] == 3
+
+    # The resume checkpoint of the last epoch holds one Progress record; a new set-up restores it.
+    resumed = setup(config, "etth1", "lstm", "test")
+    assert resumed.progress.epoch == 3 and resumed.progress.best_epoch == whole.metrics["best/epoch"]
+    run_epochs(resumed)  # nothing left to do
+    assert evaluate_best(resumed).metrics["test/mse"] == whole.metrics["test/mse"]
+    (repo / "checkpoints/etth1-lstm/last.pt").unlink()
 
 
 def test_resume_state_is_tied_to_the_process_count_not_to_how_it_was_launched(repo):

@@ -1,1 +1,1 @@
-"""Data preparation per task kind: one module per `kind` (imdb, timeseries)."""
+"""Data preparation per task kind: one module per `kind` (imdb, timeseries, charlm)."""

@@ -1,0 +1,90 @@
+"""Character-level text (Tiny Shakespeare by default) under nanoGPT's shakespeare_char protocol.
+
+- Tokens are characters. The vocabulary is the sorted set of characters of the training
+  split, so an id is a character's rank in it.
+- Split: train = the first `train_fraction` of the characters; the rest is val (its first
+  `val_fraction`) and test (the remainder). `val10` names the whole rest, nanoGPT's "val".
+- Unknown characters: a character that is not in the vocabulary is an error, everywhere
+  (here for val and test, and in pipeline.predict for a prompt), naming it and where it is.
+  There is no [UNK] id: a model never saw one, so it could only guess.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import CharLmPrepare
+from pipeline.files import atomic_dir, file_digest, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class TextError(ValueError):
+    """A text that cannot be prepared: not UTF-8, too short, or characters outside the vocabulary."""
+
+
+def read_text(path: str | Path) -> str:
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise TextError(f"{path}: not UTF-8 text (line {line}, byte {exc.start}: {exc.reason})") from None
+
+
+def split_text(text: str, settings: CharLmPrepare) -> dict[str, str]:
+    train_end = int(len(text) * settings.train_fraction)
+    val_end = train_end + int((len(text) - train_end) * settings.val_fraction)
+    return {"train": text[:train_end], "val": text[train_end:val_end], "test": text[val_end:]}
+
+
+def check_known(text: str, vocab: list[str], where: str) -> None:
+    """The unknown-character rule: an error naming each such character and its first place."""
+    unknown = sorted(set(text) - set(vocab))
+    if unknown:
+        places = []
+        for char in unknown[:5]:
+            offset = text.index(char)
+            places.append(f"{char!r} at line {text.count(chr(10), 0, offset) + 1}")
+        raise TextError(f"{where}: {len(unknown)} character(s) not in the vocabulary ({', '.join(places)}); "
+                        f"the vocabulary holds the {len(vocab)} characters of the training split")
+
+
+def encode(text: str, vocab: list[str]) -> np.ndarray:
+    """Character ids (uint8 when the vocabulary fits, as it does for Shakespeare's 65)."""
+    lookup = {char: i for i, char in enumerate(vocab)}
+    dtype = np.uint8 if len(vocab) <= 256 else np.int32
+    return np.fromiter((lookup[c] for c in text), dtype=dtype, count=len(text))
+
+
+def prepare(path: str | Path, settings: CharLmPrepare, out_dir: str | Path) -> dict:
+    """Split, fit the vocabulary on train, encode; write {split}.npy and meta.json. Returns the data card."""
+    text = read_text(path)
+    splits = split_text(text, settings)
+    short = [name for name, part in splits.items() if len(part) < 2]
+    if short:
+        raise TextError(f"{path}: {len(text)} characters leave split(s) {short} with fewer than 2; "
+                        "a language model needs a next character to predict")
+    vocab = sorted(set(splits["train"]))
+    for name in ("val", "test"):
+        check_known(splits[name], vocab, f"{path} ({name} split)")
+    with atomic_dir(out_dir) as tmp:
+        for name, part in splits.items():
+            np.save(tmp / f"{name}.npy", encode(part, vocab))
+        write_json_atomic(tmp / "meta.json", {"vocab": vocab, "vocab_size": len(vocab),
+                                              "chars": {name: len(part) for name, part in splits.items()}})
+    card = {
+        "chars": {name: len(part) for name, part in splits.items()},
+        "val10_chars": len(splits["val"]) + len(splits["test"]),
+        "lines": text.count("\n"),
+        "vocab_size": len(vocab),
+        "vocab": "".join(vocab),
+        "source": {"file": Path(path).name, "sha256": file_digest(path, "sha256")},
+    }
+    log.info("prepared %s: %s characters, vocabulary of %d", path, card["chars"], len(vocab))
+    return card

@@ -1,0 +1,113 @@
+"""dvc.yaml keeps DVC's contract: each stage depends on the code it runs, writes where
+pipeline/layout.py says, and a task added in conf/ gets all its stages."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from pipeline.checkpoints import paths_of
+from pipeline.config import load_config
+from tests.conftest import REPO_ROOT, compose_params, copy_repo, make_mirror, run_in
+from tests.imports import import_closure
+
+
+def resolved_stages(root: Path) -> list:
+    """The stages of root/dvc.yaml as DVC resolves them (foreach expanded)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return list(repo.index.stages)
+
+
+def stage_module(cmd: str) -> str | None:
+    match = re.match(r"python -m ([\w.]+)", cmd)
+    return match.group(1) if match else None
+
+
+def missing_code_deps(root: Path) -> dict[str, list[str]]:
+    """{stage: files its command imports (from this repository) that its deps do not cover}."""
+    missing = {}
+    for stage in resolved_stages(root):
+        module = stage_module(stage.cmd)
+        assert module, f"{stage.name}: expected `python -m <module> ...`, found {stage.cmd!r}"
+        declared = [Path(dep.def_path) for dep in stage.deps if dep.def_path != "params.yaml"]
+        uncovered = [str(path) for path in sorted(import_closure(root, module))
+                     if not any(path == dep or dep in path.parents for dep in declared)]
+        if uncovered:
+            missing[stage.name] = uncovered
+    return missing
+
+
+def test_every_stage_depends_on_its_whole_local_import_closure():
+    assert missing_code_deps(REPO_ROOT) == {}
+
+
+def test_the_closure_check_names_a_dependency_removed_from_dvc_yaml(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    dvc_yaml = repo / "dvc.yaml"
+    text = dvc_yaml.read_text()
+    validate = text.index("  validate:")
+    dvc_yaml.write_text(text[:validate] + text[validate:].replace("        - pipeline/layout.py\n", "", 1))
+    missing = missing_code_deps(repo)
+    assert set(missing) == {f"validate@{name}" for name in load_config(repo / "params.yaml").runs}
+    assert all(files == ["pipeline/layout.py"] for files in missing.values())
+
+
+def test_stage_modules_import_library_modules_never_each_other():
+    stages = {stage_module(stage.cmd) for stage in resolved_stages(REPO_ROOT)}
+    for module in stages:
+        own = Path(*module.split(".")).with_suffix(".py")
+        others = {Path(*m.split(".")).with_suffix(".py") for m in stages} - {own}
+        assert not import_closure(REPO_ROOT, module) & others, module
+
+
+def test_stage_outputs_are_where_layout_says():
+    config = load_config(REPO_ROOT / "params.yaml")
+    outs = {stage.name: {o.def_path for o in stage.outs} for stage in resolved_stages(REPO_ROOT)}
+    for name, run in config.runs.items():
+        paths = paths_of(config, run.task, run.model)
+        expected_train = {paths.model_dir, paths.train_metrics, paths.train_scores, paths.figures,
+                          paths.curves_plot, paths.head_plot}
+        assert outs[f"train@{name}"] == {str(p) for p in expected_train}
+        assert outs[f"export@{name}"] == {str(paths.onnx_dir)}
+        assert outs[f"validate@{name}"] == {str(paths.onnx_metrics), str(paths.onnx_scores)}
+
+
+def test_dvc_metrics_are_the_headline_scores_only():
+    declared = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    metrics = [next(iter(m)) if isinstance(m, dict) else m
+               for stage in declared["stages"].values() for m in stage.get("do", stage).get("metrics", [])]
+    assert metrics and all(m.startswith("${paths.scores}/") for m in metrics)
+
+
+def test_a_csv_task_added_in_conf_gets_all_its_stages(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    mirror = make_mirror(tmp_path / "mirror")
+    compose_params(repo, mirror, "+task@task.weather=etth1", "task.weather.paths.raw=data/raw/weather.csv",
+                   "task.weather.paths.prepared=data/prepared/weather/series",
+                   "task.weather.paths.card=metrics/data/weather.json")
+    listed = run_in(repo, "dvc", "stage", "list", "--name-only").stdout.split()
+    for stage in ("fetch@weather", "prepare@weather", *(f"{s}@weather-{m}" for s in ("train", "export", "validate")
+                                                        for m in ("lstm", "gru"))):
+        assert stage in listed, stage
+
+
+def test_no_committed_file_holds_a_path_of_the_machine_that_wrote_it():
+    # Folders that only exist on some machine (the assembled pattern does not match this file).
+    machine_path = re.compile("(?<![\\w.$])/(?:" + "|".join(["wo" + "rk", "ho" + "me", "ro" + "ot", "Us" + "ers"])
+                              + ")/[\\w.-]+")
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    found = {}
+    for name in tracked:
+        path = REPO_ROOT / name
+        if not path.is_file() or path.suffix in {".png", ".gz"}:
+            continue
+        hits = machine_path.findall(path.read_text(encoding="utf-8", errors="replace"))
+        if hits:
+            found[name] = hits[:3]
+    assert found == {}
