@@ -271,19 +271,22 @@ def bench_export(config: Config, task_name: str, model_name: str, repeats: int) 
 
 
 def bench_prepare(config: Config, repeats: int) -> dict:
-    from pipeline.data import imdb, timeseries
+    from pipeline.prepare import PREPARERS
 
+    # What each kind's card counts: (unit, card -> count).
+    units = {"imdb": ("reviews", lambda card: sum(s["count"] for s in card["splits"].values()) + card["unsup_count"]),
+             "timeseries": ("rows", lambda card: card["rows"]),
+             "charlm": ("chars", lambda card: sum(card["chars"].values()))}
     result = {}
     for task_name, task in config.task.items():
-        preparer, unit = (imdb, "reviews") if task.kind == "imdb" else (timeseries, "rows")
+        preparer, (unit, counted) = PREPARERS[task.kind], units[task.kind]
         seconds, card = [], {}
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(repeats):
                 start = time.perf_counter()
                 card = preparer.prepare(task.paths.raw, task.prepare, Path(tmp) / str(i))
                 seconds.append(time.perf_counter() - start)
-        count = (sum(split["count"] for split in card["splits"].values()) + card["unsup_count"]
-                 if unit == "reviews" else card["rows"])
+        count = counted(card)
         result[task_name] = {"unit": unit, "count": count, "seconds": stats(seconds),
                              f"{unit}_per_s": stats([count / s for s in seconds])}
     return result
@@ -434,17 +437,23 @@ def run(args: argparse.Namespace) -> dict:
     results = {"host_kind": host_kind(device), "host": host_info(device), "commit": git_commit(),
                "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "repeats": args.repeats, "sections": args.only}
 
-    def each_model(function, *extra):
-        return {name: function(config, run.task, run.model, *extra) for name, run in config.runs.items()}
+    def each_model(function, *extra, heads=("classifier", "forecaster", "generator")):
+        return {name: function(config, run.task, run.model, *extra) for name, run in config.runs.items()
+                if run.head in heads}
+
+    # The FLOP counts and batch latencies cover the classifier and the forecaster; a generator's
+    # ms per character and prompt rate are measured by its validate stage (metrics/onnx/).
+    batch_heads = ("classifier", "forecaster")
 
     steps = [
-        ("train", lambda: each_model(bench_train, device, args.repeats, args.batches)),
+        ("train", lambda: each_model(bench_train, device, args.repeats, args.batches, heads=batch_heads)),
         ("roofline", lambda: roofline(results["train"] if "train" in results else
-                                      each_model(bench_train, device, args.repeats, args.batches),
+                                      each_model(bench_train, device, args.repeats, args.batches,
+                                                 heads=batch_heads),
                                       matmul_peak(device, torch.bfloat16 if config.train.precision == "bf16"
                                                   and device.type == "cuda" else torch.float32,
                                                   args.repeats, args.matmul_size))),
-        ("onnx", lambda: each_model(bench_onnx, args.repeats)),
+        ("onnx", lambda: each_model(bench_onnx, args.repeats, heads=batch_heads)),
         ("export", lambda: each_model(bench_export, args.repeats)),
         ("prepare", lambda: bench_prepare(config, args.repeats)),
         ("repro-full", lambda: bench_repro_full(args.repro_repeats)),

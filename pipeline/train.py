@@ -405,9 +405,9 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> tuple[Ru
 
 
 def headline(metrics: dict[str, float], monitor: str) -> dict[str, float]:
-    """What DVC compares between experiments: the test metrics and the validation metric that
-    chose the weights (timings and counts stay in the full record)."""
-    return {k: v for k, v in metrics.items() if k.startswith("test/") or k == f"best/{monitor}"}
+    """What DVC compares between experiments: the test metrics, published-anchor metrics and the
+    validation metric that chose the weights (timings, counts and floors stay in the full record)."""
+    return {k: v for k, v in metrics.items() if k.startswith(("test/", "anchor/")) or k == f"best/{monitor}"}
 
 
 def write_outputs(run: Run, result: FitResult) -> None:

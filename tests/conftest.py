@@ -165,18 +165,23 @@ def sha256_spec(path: Path) -> str:
 def make_mirror(folder: Path, series_seed: int = 0) -> Path:
     """The source files, as an offline mirror (RB_OFFLINE_DIR) would hold them."""
     folder.mkdir(parents=True, exist_ok=True)
-    make_imdb_archive(folder / "aclImdb_v1.tar.gz")
-    write_csv(folder / "ETTh1.csv", synthetic_series(400, seed=series_seed))
-    (folder / "tinyshakespeare.txt").write_text(synthetic_play(), encoding="utf-8")
+    make_imdb_archive(folder / MIRROR_FILES["imdb"])
+    write_csv(folder / MIRROR_FILES["etth1"], synthetic_series(400, seed=series_seed))
+    (folder / MIRROR_FILES["shakespeare"]).write_text(synthetic_play(), encoding="utf-8")
     return folder
+
+
+MIRROR_FILES = {"imdb": "aclImdb_v1.tar.gz", "etth1": "ETTh1.csv", "shakespeare": "tinyshakespeare.txt"}
+
+
+def mirror_checksums(mirror: Path) -> list[str]:
+    """Overrides that point each task's offline checksum at the mirror's fixture file."""
+    return [f"task.{task}.source.offline.checksum={sha256_spec(mirror / name)}" for task, name in MIRROR_FILES.items()]
 
 
 def compose_params(repo: Path, mirror: Path, *extra: str) -> None:
     """params.yaml of `repo`: the tiny settings, and the mirror's checksums."""
-    run_in(repo, sys.executable, "-m", "pipeline.config", *TINY_OVERRIDES,
-           f"task.imdb.source.offline.checksum={sha256_spec(mirror / 'aclImdb_v1.tar.gz')}",
-           f"task.etth1.source.offline.checksum={sha256_spec(mirror / 'ETTh1.csv')}",
-           f"task.shakespeare.source.offline.checksum={sha256_spec(mirror / 'tinyshakespeare.txt')}", *extra)
+    run_in(repo, sys.executable, "-m", "pipeline.config", *TINY_OVERRIDES, *mirror_checksums(mirror), *extra)
 
 
 def reproduced_repo(root: Path, *targets: str):

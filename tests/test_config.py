@@ -79,7 +79,7 @@ def test_a_misspelt_section_reports_the_deepest_valid_prefix_and_its_keys(tmp_pa
     assert main(["model.gru.clasifier.hidden_size=3", "-o", str(tmp_path / "params.yaml")]) == 2
     err = capsys.readouterr().err
     assert "no such key 'clasifier' under model.gru; did you mean classifier?" in err
-    assert "(valid keys: cell, classifier, forecaster)" in err
+    assert "(valid keys: cell, classifier, forecaster, generator)" in err
 
 
 @pytest.mark.parametrize("override, says", [

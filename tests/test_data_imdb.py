@@ -251,14 +251,19 @@ def archive_with_raw(path, raw: dict[str, bytes]):
     return path
 
 
+def prepare_warned(archive, folder, caplog) -> tuple[dict, list[str]]:
+    """The data card, and the warnings the preparation logged."""
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.imdb"):
+        card = prepare(archive, SETTINGS, folder)
+    return card, [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
 def test_invalid_utf8_is_replaced_counted_per_split_and_the_members_named(tmp_path, caplog):
     raw = {"aclImdb/test/pos/100_9.txt": b"Caf\xe9 was great",
            "aclImdb/train/neg/100_2.txt": b"awful \xff\xfe film",
            "aclImdb/train/unsup/100_0.txt": b"\xe9t\xe9"}
     archive = archive_with_raw(tmp_path / "aclImdb_v1.tar.gz", raw)
-    with caplog.at_level(logging.WARNING, logger="pipeline.data.imdb"):
-        card = prepare(archive, SETTINGS, tmp_path / "prepared")
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    card, warnings = prepare_warned(archive, tmp_path / "prepared", caplog)
     splits = card["splits"]
     assert splits["test"]["invalid_utf8"] == 1 and card["unsup_invalid_utf8"] == 1
     assert splits["train"]["invalid_utf8"] + splits["val"]["invalid_utf8"] == 1
@@ -273,9 +278,7 @@ def test_empty_reviews_are_kept_with_their_labels_counted_and_named(tmp_path, ca
     members |= {"aclImdb/test/neg/100_1.txt": "", "aclImdb/train/pos/100_10.txt": " \n\t ",
                 "aclImdb/train/unsup/100_0.txt": ""}
     archive = make_imdb_archive(tmp_path / "aclImdb_v1.tar.gz", members)
-    with caplog.at_level(logging.WARNING, logger="pipeline.data.imdb"):
-        card = prepare(archive, SETTINGS, tmp_path / "prepared")
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    card, warnings = prepare_warned(archive, tmp_path / "prepared", caplog)
     splits = card["splits"]
     assert splits["test"]["empty"] == 1 and card["unsup_empty"] == 1
     assert splits["train"]["empty"] + splits["val"]["empty"] == 1

@@ -9,7 +9,7 @@ import time
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import TINY_OVERRIDES, copy_repo, make_mirror, run_in, sha256_spec
+from tests.conftest import TINY_OVERRIDES, copy_repo, make_mirror, mirror_checksums, run_in
 
 
 def nested(overrides: list[str]) -> dict:
@@ -28,9 +28,7 @@ def nested(overrides: list[str]) -> dict:
 def test_dvc_exp_run_with_an_override_recomposes_params_and_logs_a_new_mlflow_run(tmp_path):
     mirror = make_mirror(tmp_path / "mirror")
     repo = copy_repo(tmp_path / "repo")
-    tiny = nested([*TINY_OVERRIDES,
-                   f"task.imdb.source.offline.checksum={sha256_spec(mirror / 'aclImdb_v1.tar.gz')}",
-                   f"task.etth1.source.offline.checksum={sha256_spec(mirror / 'ETTh1.csv')}"])
+    tiny = nested([*TINY_OVERRIDES, *mirror_checksums(mirror)])
     (repo / "conf/tiny.yaml").write_text(yaml.safe_dump({"defaults": ["config", "_self_"], **tiny}))
     run_in(repo, "dvc", "config", "hydra.config_name", "tiny")
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]

@@ -189,13 +189,94 @@ def test_predict_rejects_bad_input_clearly(pipeline_repo, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA works here, so the GPU profile passes")
 def test_the_gpu_profile_fails_validation_where_cuda_cannot_run(pipeline_repo):
     repo, mirror, *_ = pipeline_repo
+    outputs = [repo / "metrics/onnx/etth1-gru.json", repo / "scores/onnx/etth1-gru.json"]
+    kept = [path.read_bytes() for path in outputs]
     compose_params(repo, mirror, "export=gpu", "tracking.enabled=false")
     try:
         result = run_in(repo, sys.executable, "-m", "pipeline.validate", "etth1", "gru", check=False)
         report = json.loads((repo / "metrics/onnx/etth1-gru.json").read_text())
-    finally:
+    finally:  # the shared repo back as it was: up to date, with no extra MLflow model
         compose_params(repo, mirror)
-        run_in(repo, "dvc", "repro", "validate@etth1-gru")  # the shared repo back up to date
+        for path, content in zip(outputs, kept):
+            path.write_bytes(content)
     assert result.returncode == 1
     assert "required provider CUDAExecutionProvider is unavailable" in result.stderr
     assert report["passed"] is False and report["cpu"]["status"] == "ok"
+
+
+# ---- the generator: a stateful graph ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, state", [("shakespeare-lstm", ["h", "c"]), ("shakespeare-gru", ["h"])])
+def test_the_generator_graph_takes_and_returns_its_state_with_dynamic_batch_and_time(pipeline_repo, name, state):
+    repo, *_ = pipeline_repo
+    model = onnx.load(str(onnx_path(repo, name)))
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.input, *model.graph.output]}
+    assert [i.name for i in model.graph.input] == ["input_ids", *state]
+    assert [o.name for o in model.graph.output] == ["logits", *(f"{s}_out" for s in state)]
+    assert shapes["input_ids"] == ["batch", "time"] and shapes["logits"][:2] == ["batch", "time"]
+    assert all(shapes[s] == [2, "batch", 16] for s in state)  # [num_layers, batch, hidden_size]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["rb.state_inputs"]) == state and meta["rb.num_layers"] == "2"
+    assert meta["rb.hidden_size"] == "16" and meta["rb.cell"] == name.split("-")[1]
+    assert "".join(json.loads(meta["rb.vocab"])) == json.loads((repo / "metrics/data/shakespeare.json").read_text())["vocab"]
+
+
+def test_generator_validation_holds_parity_test_loss_greedy_text_and_latency(pipeline_repo):
+    repo, *_ = pipeline_repo
+    report = json.loads((repo / "metrics/onnx/shakespeare-lstm.json").read_text())
+    cpu = report["cpu"]
+    assert report["passed"] and report["metric"] == "test/loss"
+    assert cpu["max_abs_diff"] <= 1e-4 and cpu["metric_delta"] <= 1e-3
+    assert cpu["greedy_identical"] is True and cpu["greedy_chars"] == 300
+    assert cpu["ms_per_char"] > 0 and cpu["prompt_chars_per_s"] > 0 and cpu["speedup_vs_torch_per_char"] > 0
+    scores = json.loads((repo / "scores/onnx/shakespeare-lstm.json").read_text())
+    assert set(scores["cpu"]) == {"max_abs_diff", "speedup_per_char", "speedup_prompt"}
+
+
+def test_predict_generates_without_torch_reproducibly_and_as_pytorch_does(pipeline_repo):
+    repo, *_ = pipeline_repo
+    model = str(onnx_path(repo, "shakespeare-lstm"))
+    args = ("--prompt", "ROMEO:", "--max-chars", "80", "--temperature", "0.8", "--seed", "3")
+    first, again = predict(repo, model, *args), predict(repo, model, *args)
+    assert first.returncode == 0, first.stderr
+    assert "torch absent" in first.stderr and "training code imported" not in first.stderr
+    text = json.loads(first.stdout)["predictions"]["text"]
+    assert len(text) == 80 and json.loads(again.stdout) == json.loads(first.stdout)
+    other_seed = predict(repo, model, *args[:-1], "4")
+    assert json.loads(other_seed.stdout)["predictions"]["text"] != text
+
+    from pipeline.generation import encode, generate
+    from pipeline.scoring import torch_step, zero_state
+    greedy = predict(repo, model, "--prompt", "JULIET:", "--max-chars", "60", "--temperature", "0")
+    torch_model, _ = load_checkpoint(repo / "models/shakespeare-lstm/model.pt")
+    vocab = json.loads((repo / "data/prepared/shakespeare/text/meta.json").read_text())["vocab"]
+    expected = generate(torch_step(torch_model, torch.device("cpu")), zero_state(torch_model)(1),
+                        encode("JULIET:", vocab), 60, 0.0, 0)
+    assert json.loads(greedy.stdout)["predictions"]["text"] == "".join(vocab[i] for i in expected)
+
+
+def test_predict_generates_from_the_registry_through_an_mlflow_uri(pipeline_repo):
+    repo, *_ = pipeline_repo
+    run_id = json.loads((repo / "models/shakespeare-gru/mlflow.json").read_text())["run_id"]
+    args = ("--prompt", "ROMEO:", "--max-chars", "30", "--seed", "1")
+    direct = predict(repo, str(onnx_path(repo, "shakespeare-gru")), *args)
+    via_mlflow = predict(repo, f"runs:/{run_id}/onnx-model", *args,
+                         env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"})
+    assert via_mlflow.returncode == 0, via_mlflow.stderr
+    assert json.loads(via_mlflow.stdout) == json.loads(direct.stdout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--prompt", ""), "a generator needs a non-empty --prompt"),
+    (("--prompt", "ROMEO:", "--temperature", "-0.5"), "--temperature must be >= 0"),
+    (("--prompt", "ROMEO:", "--max-chars", "0"), "--max-chars must be at least 1, found 0"),
+    (("--prompt", "ROMEO~€"), "character(s) '~€' are not in the model's vocabulary"),
+    (("--prompt", "ROMEO:", "--top-k", "0"), "--top-k must be at least 1"),
+], ids=["empty-prompt", "negative-temperature", "no-characters", "unknown-characters", "top-k-zero"])
+def test_predict_refuses_bad_generation_input_with_exit_code_2(pipeline_repo, args, message):
+    repo, *_ = pipeline_repo
+    result = predict(repo, str(onnx_path(repo, "shakespeare-lstm")), *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

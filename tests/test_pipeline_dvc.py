@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+
+import pytest
 
 from tests.conftest import compose_params, copy_repo, make_mirror, run_in
 
-STAGES = ["fetch@imdb", "fetch@etth1", "prepare@imdb", "prepare@etth1", "embed",
+TASKS, MODELS = ("imdb", "etth1", "shakespeare"), ("lstm", "gru")
+STAGES = [*(f"{stage}@{task}" for stage in ("fetch", "prepare") for task in TASKS), "embed",
           *(f"{stage}@{task}-{model}" for stage in ("train", "export", "validate")
-            for task in ("imdb", "etth1") for model in ("lstm", "gru")), "report"]
+            for task in TASKS for model in MODELS), "report"]
 
 
 def test_dvc_dag_lists_every_stage(pipeline_repo):
@@ -26,6 +30,8 @@ def test_repro_fetches_prepares_and_writes_the_data_cards(pipeline_repo):
     imdb = json.loads((repo / "metrics/data/imdb.json").read_text())
     etth1 = json.loads((repo / "metrics/data/etth1.json").read_text())
     assert [imdb["splits"][s]["count"] for s in ("train", "val", "test")] == [18, 6, 24]
+    text = json.loads((repo / "metrics/data/shakespeare.json").read_text())
+    assert sum(text["chars"].values()) == len((mirror / "tinyshakespeare.txt").read_text())
     assert etth1["windows"] == {"train": 205, "val": 69, "test": 69}
     assert sorted(p.name for p in (repo / "data/prepared/etth1/series").iterdir()) == [
         "meta.json", "test.npz", "train.npz", "val.npz"]
@@ -51,26 +57,25 @@ def test_a_changed_source_reruns_only_what_depends_on_it(pipeline_repo):
         assert (f"Running stage '{stage}'" in result.stdout) is ("etth1" in stage or stage == "report"), stage
 
 
-def test_a_gru_forecaster_setting_reruns_only_the_gru_forecaster(pipeline_repo):
-    repo, mirror, *_ = pipeline_repo
-    compose_params(repo, mirror, "model.gru.forecaster.hidden_size=12")
+def status_with(repo, mirror, *overrides) -> str:
+    """`dvc status` under a changed config; the config is restored afterwards."""
+    compose_params(repo, mirror, *overrides)
     try:
-        status = run_in(repo, "dvc", "status").stdout
+        return run_in(repo, "dvc", "status").stdout
     finally:
         compose_params(repo, mirror)
+
+
+def test_a_gru_forecaster_setting_reruns_only_the_gru_forecaster(pipeline_repo):
+    status = status_with(*pipeline_repo[:2], "model.gru.forecaster.hidden_size=12")
     assert "train@etth1-gru" in status
     # The classifiers read model.<m>.classifier only, and the LSTM stages model.lstm only.
     assert "imdb" not in status and "lstm" not in status and "prepare" not in status
 
 
-def test_the_model_cell_reruns_both_heads_of_that_model(pipeline_repo):
-    repo, mirror, *_ = pipeline_repo
-    compose_params(repo, mirror, "model.gru.cell=lstm")
-    try:
-        status = run_in(repo, "dvc", "status").stdout
-    finally:
-        compose_params(repo, mirror)
-    assert "train@etth1-gru" in status and "train@imdb-gru" in status and "lstm:" not in status
+def test_the_model_cell_reruns_every_head_of_that_model(pipeline_repo):
+    status = status_with(*pipeline_repo[:2], "model.gru.cell=lstm")
+    assert all(f"train@{task}-gru" in status for task in TASKS) and "lstm:" not in status
 
 
 def test_train_stages_write_metrics_plots_and_checkpoints(pipeline_repo):
@@ -81,6 +86,12 @@ def test_train_stages_write_metrics_plots_and_checkpoints(pipeline_repo):
     assert {"test/acc", "test/f1", "test/auc", "baseline/acc"} | common <= set(imdb)
     assert {"test/mse", "test/mae", "baseline/mse", "baseline/mae"} | common <= set(etth1)
     assert json.loads((repo / "metrics/train/imdb-lstm.json").read_text()).keys() == imdb.keys()
+    text = json.loads((repo / "metrics/train/shakespeare-gru.json").read_text())
+    assert {"test/loss", "test/bpc", "anchor/val10_loss", "baseline/loss", "baseline/bpc"} | common <= set(text)
+    assert text["test/bpc"] == pytest.approx(text["test/loss"] / math.log(2))
+    assert sorted(p.name for p in (repo / "plots/train/shakespeare-gru").iterdir()) == [
+        "curves.png", "position_loss.png", "sample.txt"]
+    assert (repo / "plots/generator/shakespeare-lstm.csv").read_text().startswith("position,loss\n")
     assert sorted(p.name for p in (repo / "plots/train/etth1-gru").iterdir()) == [
         "curves.png", "forecast.png", "horizon.csv"]
     assert (repo / "plots/curves/etth1-gru.csv").read_text().startswith("epoch,train/loss,")
@@ -99,7 +110,7 @@ def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo
 
     repo, *_ = pipeline_repo
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    for task in ("imdb", "etth1"):
+    for task in TASKS:
         experiment = client.get_experiment_by_name(task)
         runs = {}
         for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"]):
@@ -114,8 +125,12 @@ def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo
             assert run.data.tags["dvc.stage"] == f"train@{task}-{model}"
             assert {"git.commit", "git.dirty"} <= set(run.data.tags)
             assert [m.step for m in client.get_metric_history(run_id, "val/loss")] == [1, 2]
-            artifacts = {a.path for folder in ("", "config", "data", "plots")
+            artifacts = {a.path for folder in ("", "config", "data", "plots", "samples")
                          for a in client.list_artifacts(run_id, folder or None)}
+            if task == "shakespeare":  # a sample per epoch and one at the end
+                assert {"samples/epoch_001.txt", "samples/epoch_002.txt", "samples/final.txt"} <= artifacts
+                final = client.download_artifacts(run_id, "samples/final.txt")
+                assert open(final, encoding="utf-8").read().startswith("ROMEO:")
             assert {"config/params.yaml", f"data/{task}.json", "plots/curves.png"} <= artifacts
             inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
             assert sorted(inputs) == [f"{task}-test", f"{task}-train", f"{task}-val"]

@@ -38,9 +38,8 @@ def test_report_stage_writes_the_summary_and_moves_the_champion_alias(pipeline_r
     assert "## imdb" in summary and "## etth1" in summary and "(champion)" in summary
     assert (repo / "reports/etth1-forecasts.png").is_file() and (repo / "reports/imdb-curves.png").is_file()
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
-    assert {m.name for m in client.search_registered_models()} == {
-        "imdb-lstm", "imdb-gru", "etth1-lstm", "etth1-gru"}
-    for task in ("imdb", "etth1"):
+    assert {m.name for m in client.search_registered_models()} == set(config.runs)
+    for task in config.task:
         holders = [m for m in ("lstm", "gru")
                    if "champion" in client.get_registered_model(f"{task}-{m}").aliases]
         assert len(holders) == 1

@@ -65,7 +65,7 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_with_the_same_metrics(repo):
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "training ended before it could be killed"
-    killed_at = torch.load(checkpoint, weights_only=True)["epoch"]
+    killed_at = torch.load(checkpoint, weights_only=True)["progress"]["epoch"]
     assert 1 <= killed_at < 30
 
     resumed = run_in(repo, sys.executable, "-m", "pipeline.train", "etth1", "lstm")
