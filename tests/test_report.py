@@ -24,7 +24,7 @@ def test_readme_results_block_matches_the_committed_metrics(tmp_path, monkeypatc
     readme = REPO_ROOT / "README.md"
     assert replace_readme_table(readme, markdown) == readme.read_text(encoding="utf-8"), (
         "README results differ from metrics/; run `python -m pipeline.report --readme`")
-    assert all(f.is_file() for f in figures) and set(champions) == {"imdb", "etth1"}
+    assert all(f.is_file() for f in figures) and set(champions) == set(load_config().task)
     for anchors in ANCHORS.values():
         assert all(name in markdown for name, _ in anchors)
 
