@@ -125,6 +125,16 @@ def overlay_curves(task: str, runs: dict[str, RunPaths], out: Path) -> Path:
     return save_png(fig, out)
 
 
+def scale_of(settings) -> dict:
+    """What the forecast figure needs to show data units, from the committed data card (the
+    prepared data is not in git): columns, train mean and std, and the configured units. The
+    plotted column is the last target, as in pipeline/plots.py."""
+    card = read_json(settings.paths.card)
+    columns = card["columns"]
+    return {"columns": columns, "target_index": [len(columns) - 1], "units": settings.prepare.units or {},
+            "mean": [card["train_mean"][c] for c in columns], "std": [card["train_std"][c] for c in columns]}
+
+
 def overlay_forecasts(task: str, runs: dict[str, RunPaths], meta: dict, out: Path) -> Path:
     """Every model's forecast of the target column beside the truth, in the data's units."""
     from pipeline.plots import value_label
@@ -172,8 +182,7 @@ def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], li
                  f"Champion: **{best.upper()}**, chosen on `{validation_key(settings)}` (validation only).", "",
                  f"![{task} learning curves]({figures[-1].name})"]
         if settings.head == "forecaster":
-            meta = read_json(Path(settings.paths.prepared) / "meta.json")
-            figures.append(overlay_forecasts(task, runs, meta, out_dir / f"{task}-forecasts.png"))
+            figures.append(overlay_forecasts(task, runs, scale_of(settings), out_dir / f"{task}-forecasts.png"))
             lines += ["", f"![{task} forecasts]({figures[-1].name})"]
         if settings.head == "generator":
             lines += samples(runs)
