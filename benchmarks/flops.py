@@ -14,7 +14,7 @@ exactly (tests/test_benchmarks.py), so "FLOP/s" means the same thing as PyTorch'
 
 from __future__ import annotations
 
-GATES = {"lstm": 4, "gru": 3}
+GATES = {"lstm": 4, "gru": 3, "lstm_peephole": 4}  # peepholes add O(H) per step: left out
 
 
 def linear_train_flops(inputs: int, outputs: int, rows: int, input_needs_grad: bool) -> int:

@@ -4,6 +4,8 @@
 
 (a) train      samples/s and tokens (or time steps)/s of pipeline.train's loop against a bare
                PyTorch loop, same model, same batches; the ratio must be >= 0.95
+(a2) peephole  training samples/s of the peephole LSTM against nn.LSTM, same settings, same
+               batches, bare loop; the ratio's target is >= 0.5
 (b) roofline   the same throughput in FLOP/s, as a fraction of a large matmul measured in this run
 (c) onnx       onnxruntime (CPU and CUDA providers) against PyTorch eager: p50/p95 latency and
                throughput at batch 1 and 64
@@ -39,9 +41,10 @@ from torch import nn
 from benchmarks.flops import classifier_train_flops, forecaster_train_flops, matmul_flops
 from pipeline.config import Config, load_config
 from pipeline.datasets import load_task_data
+from pipeline.distributed import pick_device, uses_bf16
 from pipeline.files import read_json, write_json_atomic, write_text_atomic
 
-SECTIONS = ("train", "roofline", "onnx", "export", "prepare", "repro-full", "repro-noop")
+SECTIONS = ("train", "peephole", "roofline", "onnx", "export", "prepare", "repro-full", "repro-noop")
 TRAIN_RATIO_TARGET = 0.95
 NOOP_TARGET_S = 5.0
 
@@ -100,6 +103,16 @@ def bare_loop(model, batches, optimizer, loss_fn, device) -> None:
         optimizer.step()
 
 
+def timed_bare_loop(model, optimizer, batches, loss_fn, device: torch.device, autocast: bool) -> float:
+    """Seconds of the bare loop over `batches`, the device's queued work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        bare_loop(model, batches, optimizer, loss_fn, device)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def model_for(config: Config, task_name: str, model_name: str, meta: dict) -> tuple[nn.Module, dict]:
     from pipeline.models import build_model
     from pipeline.train import model_args_for
@@ -136,7 +149,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
     batches = list(itertools.islice(data.train, n_batches))
     initial, spec = model_for(config, task_name, model_name, data.meta)
     loss_fn = LOSSES[task.head]()
-    autocast = config.train.precision == "bf16" and device.type == "cuda"
+    autocast = uses_bf16(config.precision_of(task_name), device)
 
     def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
         model = copy.deepcopy(initial).to(device)
@@ -154,13 +167,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
         return time.perf_counter() - start
 
     def bare() -> float:
-        model, optimizer = fresh()
-        synchronize(device)
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            bare_loop(model, batches, optimizer, loss_fn, device)
-        synchronize(device)
-        return time.perf_counter() - start
+        return timed_bare_loop(*fresh(), batches, loss_fn, device, autocast)
 
     work = batch_work(spec["head"], spec["args"], data.meta, batches)
     ours(), bare()  # warm-up: allocator, oneDNN/cuDNN kernel selection
@@ -180,6 +187,50 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
     result["ratio_ours_to_bare"] = stats(ratios)
     result["ratio_target"] = TRAIN_RATIO_TARGET
     result["ratio_met"] = bool(np.median(ratios) >= TRAIN_RATIO_TARGET)
+    return result
+
+
+# ---- (a2) the peephole cell against nn.LSTM ---------------------------------------------------
+
+
+PEEPHOLE_RATIO_TARGET = 0.5
+
+
+def bench_peephole(config: Config, task_name: str, device: torch.device, repeats: int, n_batches: int) -> dict:
+    """Training throughput of the peephole LSTM against nn.LSTM: the task's LSTM settings with
+    one cell and then the other, the bare loop over the same batches, alternating."""
+    from pipeline.train import LOSSES
+
+    task = config.task[task_name]
+    data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed, config.train.num_workers)
+    data.train.batch_sampler.set_epoch(1)
+    batches = list(itertools.islice(data.train, min(n_batches, len(data.train))))
+    reference = next(name for name, model in config.model.items() if model.cell == "lstm")
+    initial, spec = model_for(config, task_name, reference, data.meta)
+    loss_fn = LOSSES[task.head]()
+    autocast = uses_bf16(config.precision_of(task_name), device)
+
+    def measure(cell: str) -> float:
+        from pipeline.models import build_model
+
+        torch.manual_seed(config.seed)
+        model = build_model(spec["head"], {**spec["args"], "cell": cell}).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
+        return timed_bare_loop(model, optimizer, batches, loss_fn, device, autocast)
+
+    measure("lstm"), measure("lstm_peephole")  # warm-up, and TorchScript's profiling runs
+    seconds = {"lstm": [], "lstm_peephole": []}
+    for repeat in range(repeats):
+        for cell in (("lstm", "lstm_peephole") if repeat % 2 == 0 else ("lstm_peephole", "lstm")):
+            seconds[cell].append(measure(cell))
+    samples = sum(len(inputs) for inputs, _ in batches)
+    result = {"batches": len(batches), "batch_size": task.train.batch_size, "samples": samples,
+              "shape": list(batches[0][0].shape)}
+    for cell, values in seconds.items():
+        result[cell] = {"seconds": stats(values), "samples_per_s": stats([samples / v for v in values])}
+    ratios = [lstm / peephole for lstm, peephole in zip(seconds["lstm"], seconds["lstm_peephole"])]
+    result.update(ratio_peephole_to_lstm=stats(ratios), ratio_target=PEEPHOLE_RATIO_TARGET,
+                  ratio_met=bool(np.median(ratios) >= PEEPHOLE_RATIO_TARGET))
     return result
 
 
@@ -344,6 +395,16 @@ def fmt(stat: dict, scale: float = 1.0, digits: int = 1) -> str:
     return f"{stat['median'] * scale:.{digits}f} ({stat['min'] * scale:.{digits}f}–{stat['max'] * scale:.{digits}f})"
 
 
+def table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["", title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def ratio(result: dict, key: str) -> str:
+    """A ratio against its target, marked where the target is missed."""
+    return fmt(result[key], digits=3) + ("" if result["ratio_met"] else " **missed**")
+
+
 def markdown(results: dict) -> str:
     host = results["host"]
     lines = [f"# Benchmarks: {results['host_kind']}",
@@ -351,14 +412,19 @@ def markdown(results: dict) -> str:
              f"({host['torch_threads']} threads), onnxruntime {host['onnxruntime']}; commit "
              f"{results['commit'][:10]}; {results['date']}. Median (min–max) of {results['repeats']} runs."]
     if "train" in results:
-        lines += ["", "## (a) Training throughput: pipeline loop against a bare PyTorch loop", "",
-                  "| model | batches | ours samples/s | bare samples/s | ours steps/s | ratio ours/bare (≥ 0.95) |",
-                  "|---|---|---|---|---|---|"]
-        for name, r in results["train"].items():
-            mark = "" if r["ratio_met"] else " **missed**"
-            lines.append(f"| {name} | {r['batches']} × {r['batch_size']} | {fmt(r['ours']['samples_per_s'])} | "
-                         f"{fmt(r['bare']['samples_per_s'])} | {fmt(r['ours']['steps_per_s'], 1e-3)}k "
-                         f"{r['step_unit']} | {fmt(r['ratio_ours_to_bare'], digits=3)}{mark} |")
+        lines += table("## (a) Training throughput: pipeline loop against a bare PyTorch loop",
+                       ["model", "batches", "ours samples/s", "bare samples/s", "ours steps/s",
+                        "ratio ours/bare (≥ 0.95)"],
+                       [[name, f"{r['batches']} × {r['batch_size']}", fmt(r["ours"]["samples_per_s"]),
+                         fmt(r["bare"]["samples_per_s"]), f"{fmt(r['ours']['steps_per_s'], 1e-3)}k {r['step_unit']}",
+                         ratio(r, "ratio_ours_to_bare")] for name, r in results["train"].items()])
+    if "peephole" in results:
+        lines += table("## (a2) Training throughput: the peephole LSTM against nn.LSTM (bare loop, same batches)",
+                       ["task", "batches × shape", "nn.LSTM samples/s", "peephole samples/s",
+                        "ratio peephole/LSTM (≥ 0.5)"],
+                       [[name, f"{r['batches']} × {r['shape']}", fmt(r["lstm"]["samples_per_s"]),
+                         fmt(r["lstm_peephole"]["samples_per_s"]), ratio(r, "ratio_peephole_to_lstm")]
+                        for name, r in results["peephole"].items()])
     if "roofline" in results:
         peak = results["roofline"]["peak"]
         measured = ", ".join(f"{name} {fmt(value, 1e-9, 0)}" for name, value in peak["libraries"].items())
@@ -430,8 +496,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict:
     config = load_config()
-    from pipeline.distributed import pick_device
-
     device = pick_device(config.train.device)
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
     results = {"host_kind": host_kind(device), "host": host_info(device), "commit": git_commit(),
@@ -447,6 +511,8 @@ def run(args: argparse.Namespace) -> dict:
 
     steps = [
         ("train", lambda: each_model(bench_train, device, args.repeats, args.batches, heads=batch_heads)),
+        ("peephole", lambda: {name: bench_peephole(config, name, device, args.repeats, args.batches)
+                              for name, task in config.task.items() if task.head in batch_heads}),
         ("roofline", lambda: roofline(results["train"] if "train" in results else
                                       each_model(bench_train, device, args.repeats, args.batches,
                                                  heads=batch_heads),

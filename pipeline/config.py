@@ -115,6 +115,7 @@ class TaskTrain(Section):
     epochs: PositiveInt
     batch_size: PositiveInt
     eval_batch_size: PositiveInt
+    precision: Literal["fp32", "bf16"] | None = None   # this task's own train.precision
 
 
 class CharLmPrepare(Section):
@@ -138,10 +139,16 @@ class EmbeddingsConfig(Section):
     seed: int = Field(ge=0)
 
 
-class ImdbTask(Section):
-    kind: Literal["imdb"]
+class TaskBase(Section):
     source: SourceConfig
     paths: TaskPaths
+    # The models this task trains (names under model:); all of them when left out. Opting a
+    # slow task out of a model keeps the full `dvc repro` inside its time budget.
+    models: list[str] | None = Field(default=None, min_length=1)
+
+
+class ImdbTask(TaskBase):
+    kind: Literal["imdb"]
     prepare: ImdbPrepare
     embeddings: EmbeddingsConfig
     train: TaskTrain
@@ -151,10 +158,8 @@ class ImdbTask(Section):
     maximize: ClassVar[bool] = True
 
 
-class TimeseriesTask(Section):
+class TimeseriesTask(TaskBase):
     kind: Literal["timeseries"]
-    source: SourceConfig
-    paths: TaskPaths
     prepare: TimeseriesPrepare
     train: TaskTrain
     head: ClassVar[str] = "forecaster"
@@ -162,10 +167,8 @@ class TimeseriesTask(Section):
     maximize: ClassVar[bool] = False
 
 
-class CharLmTask(Section):
+class CharLmTask(TaskBase):
     kind: Literal["charlm"]
-    source: SourceConfig
-    paths: TaskPaths
     prepare: CharLmPrepare
     train: CharLmTrain
     head: ClassVar[str] = "generator"
@@ -219,7 +222,7 @@ class GeneratorConfig(Section):
 
 
 class ModelConfig(Section):
-    cell: Literal["lstm", "gru"]
+    cell: Literal["lstm", "gru", "lstm_peephole"]
     classifier: ClassifierConfig
     forecaster: ForecasterConfig
     generator: GeneratorConfig
@@ -259,7 +262,8 @@ class Run(Section):
 
 
 def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Every task x model pair, keyed `<task>-<model>` (the stage suffix in dvc.yaml).
+    """Every task x model pair (a task's own `models` when it names them), keyed
+    `<task>-<model>` (the stage suffix in dvc.yaml).
 
     conf/config.yaml writes it into params.yaml through the `runs` resolver, because DVC's
     `foreach` needs the pairs as data: tasks and models are listed nowhere by hand.
@@ -269,7 +273,7 @@ def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict
         kind = task["kind"]
         if kind not in TASK_TYPES:  # left to the schema, which names the key and the kinds
             continue
-        for model_name in models:
+        for model_name in task.get("models") or models:
             pairs[f"{task_name}-{model_name}"] = {"task": task_name, "model": model_name,
                                                   "head": TASK_TYPES[kind].head}
     return pairs
@@ -296,8 +300,17 @@ class Config(Section):
     tracking: TrackingConfig
     seed: int = Field(ge=0)
 
+    def precision_of(self, task_name: str) -> str:
+        """The precision a task trains in: its own train.precision, else the shared one."""
+        return self.task[task_name].train.precision or self.train.precision
+
     @model_validator(mode="after")
     def _runs_are_derived(self) -> "Config":
+        for name, task in self.task.items():
+            unknown = sorted(set(task.models or []) - set(self.model))
+            if unknown:
+                raise ValueError(f"task.{name}.models: {unknown} are not models; "
+                                 f"expected some of {sorted(self.model)}")
         expected = derive_runs({n: t.model_dump() for n, t in self.task.items()}, self.model)
         found = {name: run.model_dump() for name, run in self.runs.items()}
         if found != expected:

@@ -7,6 +7,7 @@ is a no-op, so the train loop reads the same either way.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ import torch
 
 from pipeline.config import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 def pick_device(setting: str, local_rank: int = 0) -> torch.device:
     if setting == "cuda" and not torch.cuda.is_available():
@@ -22,6 +25,17 @@ def pick_device(setting: str, local_rank: int = 0) -> torch.device:
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device("cuda", local_rank) if setting == "cuda" else torch.device("cpu")
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether bf16 autocast runs: on CUDA, and on CPUs with native bf16 instructions
+    (AVX512-BF16, AMX). Elsewhere oneDNN would emulate bf16, slower than fp32, so fp32 runs."""
+    if precision != "bf16":
+        return False
+    if device.type == "cuda" or torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+        return True
+    log.warning("precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); training in fp32")
+    return False
 
 
 @dataclass(frozen=True)

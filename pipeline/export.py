@@ -31,6 +31,7 @@ from pipeline.checkpoints import load_trained
 from pipeline.config import Config, ConfigError, load_task, stage_args
 from pipeline.files import atomic_path, file_digest, write_json_atomic
 from pipeline.layout import METADATA_PREFIX
+from pipeline.models import STATES
 from pipeline.tracking import git_tags
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,10 @@ class StatefulGenerator(nn.Module):
 WRAPPERS = {"classifier": WithProbabilities, "generator": StatefulGenerator}  # the forecaster exports as is
 
 
-def state_names(cell: str) -> list[str]:
-    return ["h", "c"] if cell == "lstm" else ["h"]
-
-
 def graph_interface(head: str, args: dict, meta: dict) -> dict:
     """Input/output names, dynamic axes and an export example for each head."""
     if head == "generator":
-        names = state_names(args["cell"])
+        names = list(STATES[args["cell"]])
         ids = torch.randint(0, args["vocab_size"], (2, 16))
         state = tuple(torch.randn(args["num_layers"], 2, args["hidden_size"]) for _ in names)
         state_axes = {name: {1: "batch"} for name in names} | {f"{name}_out": {1: "batch"} for name in names}
@@ -96,7 +93,7 @@ def deployment_metadata(config: Config, task_name: str, model_name: str, meta: d
              "git_commit": git_tags()["git.commit"], "test_metrics": json.dumps(test_metrics)}
     if task.head == "generator":
         args = config.model[model_name].generator
-        names = state_names(config.model[model_name].cell)
+        names = list(STATES[config.model[model_name].cell])
         props.update(vocab=json.dumps(meta["vocab"]), num_layers=str(args.num_layers),
                      hidden_size=str(args.hidden_size), state_inputs=json.dumps(names),
                      state_outputs=json.dumps([f"{n}_out" for n in names]),

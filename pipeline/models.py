@@ -1,4 +1,4 @@
-"""One recurrent backbone (LSTM or GRU) and one head per task kind: classifier, forecaster, generator.
+"""One recurrent backbone (LSTM, GRU or peephole LSTM) and one head per task kind: classifier, forecaster, generator.
 
 No packed sequences anywhere (they do not export to ONNX). Padding is handled by masking:
 the backward direction of a bidirectional layer runs over each row reversed *within its
@@ -13,7 +13,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+from pipeline.peephole import PeepholeLSTM
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "lstm_peephole": PeepholeLSTM}
+# The recurrent state a cell carries between calls, in the order of the ONNX inputs/outputs.
+STATES = {"lstm": ("h", "c"), "gru": ("h",), "lstm_peephole": ("h", "c")}
 POOLINGS = ("last", "mean", "max")
 
 
@@ -27,7 +31,7 @@ def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class RecurrentBackbone(nn.Module):
-    """A stack of LSTM or GRU layers, optionally bidirectional, over [B, T, input_size]."""
+    """A stack of LSTM, GRU or peephole-LSTM layers, optionally bidirectional, over [B, T, input_size]."""
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                  bidirectional: bool = False, dropout: float = 0.0):
@@ -156,7 +160,7 @@ class Forecaster(nn.Module):
 class CharGenerator(nn.Module):
     """Character ids [B, T] -> next-character logits [B, T, vocab], and the recurrent state.
 
-    An embedding, a stack of LSTM or GRU layers (dropout between them), dropout and a linear
+    An embedding, a stack of LSTM, GRU or peephole-LSTM layers (dropout between them), dropout and a linear
     output, optionally tied to the embedding. `forward(ids)` starts from a zero state (how it
     trains); `step(ids, state)` carries a state in and out (how it reads a prompt and then
     generates one character per call, and what the ONNX graph exports). The state is a tuple:
@@ -179,15 +183,16 @@ class CharGenerator(nn.Module):
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        return ("h", "c") if self.cell == "lstm" else ("h",)
+        return STATES[self.cell]
 
     def zero_state(self, batch: int, device=None) -> tuple[torch.Tensor, ...]:
         return tuple(torch.zeros(self.num_layers, batch, self.hidden_size, device=device) for _ in self.state_names)
 
     def step(self, input_ids: torch.Tensor, state: tuple[torch.Tensor, ...]):
-        out, new = self.rnn(self.embedding(input_ids), state if self.cell == "lstm" else state[0])
+        carries_cell_state = len(state) == 2   # (h, c) for the LSTMs, a bare h for the GRU
+        out, new = self.rnn(self.embedding(input_ids), state if carries_cell_state else state[0])
         logits = self.head(self.dropout(out))
-        return logits, (new if self.cell == "lstm" else (new,))
+        return logits, (new if carries_cell_state else (new,))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.step(input_ids, self.zero_state(input_ids.shape[0], input_ids.device))[0]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.files import atomic_path, save_png
+from pipeline.files import atomic_path, save_png, write_text_atomic
+from pipeline.generation import log_softmax
 from pipeline.layout import RunPaths
 
 FORECAST_EXAMPLES = 4
@@ -104,9 +105,7 @@ def forecast_png(path: Path, past: np.ndarray, outputs: np.ndarray, targets: np.
 def position_loss(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Mean loss (nats) at each position of windows read from a zero state: how much the
     characters before help."""
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    return -np.take_along_axis(log_p, targets[..., None], -1)[..., 0].mean(0)
+    return -np.take_along_axis(log_softmax(logits), targets[..., None], -1)[..., 0].mean(0)
 
 
 def write_generator_plots(paths: RunPaths, outputs: np.ndarray, targets: np.ndarray, sample: str) -> list[Path]:
@@ -121,8 +120,7 @@ def write_generator_plots(paths: RunPaths, outputs: np.ndarray, targets: np.ndar
     fig.tight_layout()
     files.append(save_png(fig, paths.figures / "position_loss.png"))
     sample_file = paths.figures / "sample.txt"
-    with atomic_path(sample_file) as tmp:
-        tmp.write_text(sample, encoding="utf-8")
+    write_text_atomic(sample_file, sample)
     return files + [sample_file]
 
 

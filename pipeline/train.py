@@ -3,7 +3,8 @@
     python -m pipeline.train <task> <model>        # e.g. imdb gru
     torchrun --nproc_per_node=N -m pipeline.train <task> <model>   # DDP, N processes
 
-- Device: CUDA (cuDNN) when present, else CPU; bf16 autocast on CUDA when configured.
+- Device: CUDA (cuDNN) when present, else CPU. bf16 autocast when configured (train.precision,
+  or a task's own task.<t>.train.precision), on CUDA and on CPUs with native bf16.
 - Data-parallel (DDP) under torchrun, or with train.nproc_per_node > 1 (which re-launches
   this module through torchrun): NCCL on GPUs, one per process, gloo on the CPU. The
   task's batch size stays the *global* batch, split across the processes, so N processes
@@ -40,7 +41,7 @@ from pipeline.checkpoints import paths_of, save_checkpoint
 from pipeline.config import Config, ConfigError, load_task, stage_args
 from pipeline.datasets import TaskData, epoch_seed, load_task_data
 from pipeline.distributed import (Ranks, from_rank0, leave_process_group, pick_device, start_distributed, summed,
-                                  torchrun_command, torchrun_ranks)
+                                  torchrun_command, torchrun_ranks, uses_bf16)
 from pipeline.files import write_json_atomic
 from pipeline.generation import SAMPLE_CHARS, SAMPLE_SEED, SAMPLE_TEMPERATURE, VocabularyError, decode, encode, generate
 from pipeline.layout import RunPaths
@@ -260,7 +261,7 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Run:
              f" x {ranks.world_size} processes" if ranks.world_size > 1 else "", count_parameters(model),
              task.train.epochs)
     return Run(config, task_name, model_name, paths, ranks, device,
-               autocast=config.train.precision == "bf16" and device.type == "cuda", data=data, spec=spec,
+               autocast=uses_bf16(config.precision_of(task_name), device), data=data, spec=spec,
                model=model, trained=trained, optimizer=optimizer, scheduler=scheduler,
                loss_fn=LOSSES[task.head](), fingerprint=run_fingerprint, progress=progress, tracker=tracker)
 
@@ -270,7 +271,7 @@ def start_tracking(tracker, config: Config, task_name: str, model_name: str, sta
     """A new MLflow run's parameters, tags and datasets."""
     task = config.task[task_name]
     # Keys without the task or model name (model.cell, model.classifier.hidden_size, ...), so
-    # that LSTM and GRU runs line up column for column in MLflow's compare views.
+    # that the runs of every cell line up column for column in MLflow's compare views.
     run_config = {"task": {"name": task_name, **task.model_dump()},
                   "model": {"name": model_name, **config.model[model_name].model_dump()},
                   "train": config.train.model_dump(), "seed": config.seed}
@@ -404,10 +405,12 @@ def fit(config: Config, task_name: str, model_name: str, stage: str) -> tuple[Ru
 # ---- outputs -----------------------------------------------------------------------------------------------
 
 
-def headline(metrics: dict[str, float], monitor: str) -> dict[str, float]:
-    """What DVC compares between experiments: the test metrics, published-anchor metrics and the
-    validation metric that chose the weights (timings, counts and floors stay in the full record)."""
-    return {k: v for k, v in metrics.items() if k.startswith(("test/", "anchor/")) or k == f"best/{monitor}"}
+def headline(metrics: dict[str, float], metric: str) -> dict[str, float]:
+    """What DVC compares between experiments: the task's metric on test, and on validation for
+    the weights it chose. The names are the same for every task (the metric is the task's:
+    acc, mse, loss), so `dvc metrics show` stays a few columns wide; the rest of the test
+    metrics, anchors, timings and floors stay in the full record."""
+    return {"test": metrics[f"test/{metric}"], "val": metrics[f"best/val/{metric}"]}
 
 
 def write_outputs(run: Run, result: FitResult) -> None:
@@ -416,7 +419,7 @@ def write_outputs(run: Run, result: FitResult) -> None:
     save_checkpoint(paths.checkpoint, {"state_dict": result.model.state_dict(), "model_args": result.spec,
                                        "config": config.model_dump()})
     write_json_atomic(paths.train_metrics, result.metrics)
-    write_json_atomic(paths.train_scores, headline(result.metrics, run.monitor))
+    write_json_atomic(paths.train_scores, headline(result.metrics, run.task.metric))
     figures = write_train_plots(paths, run.task.head, result.history, result.test_outputs, result.test_targets,
                                 run.data.meta, run.data.test.dataset, result.sample)
 

@@ -37,6 +37,7 @@ from pipeline.config import ConfigError, load_task, stage_args
 from pipeline.datasets import load_task_data
 from pipeline.files import read_json, write_json_atomic
 from pipeline.generation import encode, generate, session_step, session_zero_state, stream_loss
+from pipeline.models import STATES
 from pipeline.scoring import torch_step, zero_state
 from pipeline.tracking import open_tracker
 
@@ -167,6 +168,15 @@ def timings(run: Callable[[], object], repeats: int, warmup: int = 3) -> np.ndar
     return seconds * 1000.0
 
 
+def synced(run: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """`run`, then a wait for the GPU's queued work, so that a timing covers the work itself."""
+    def timed():
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return timed
+
+
 def latency_input(head: str, args: dict, meta: dict, batch: int) -> np.ndarray:
     rng = np.random.default_rng(batch)
     if head == "classifier":
@@ -184,11 +194,9 @@ def latency_report(session, model, head: str, args: dict, meta: dict, device: to
         def eager():
             with torch.inference_mode():
                 model(x_torch)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
 
         ort_ms = timings(lambda: session.run(None, {name: x}), REPEATS[batch])
-        torch_ms = timings(eager, REPEATS[batch])
+        torch_ms = timings(synced(eager, device), REPEATS[batch])
         report.update({
             f"latency_ms_b{batch}_p50": float(np.median(ort_ms)),
             f"latency_ms_b{batch}_p95": float(np.percentile(ort_ms, 95)),
@@ -210,7 +218,7 @@ DECODE_REPEATS = 200
 def generator_parity_cases(args: dict, seed: int = 0) -> list[tuple[np.ndarray, tuple]]:
     """(ids, state): batch 1 x time 1, batch 3 x time 17 from a non-zero state, batch 64 x time 256."""
     rng = np.random.default_rng(seed)
-    count = 2 if args["cell"] == "lstm" else 1
+    count = len(STATES[args["cell"]])
     cases = []
     for batch, time_steps, scale in ((1, 1, 0.0), (3, 17, 0.5), (64, 256, 0.0)):
         ids = rng.integers(0, args["vocab_size"], (batch, time_steps)).astype(np.int64)
@@ -233,18 +241,11 @@ def step_diff(ours, theirs, cases) -> float:
 def decode_latency(step, zero, device: torch.device) -> dict:
     """ms per generated character (one step of batch 1 from a carried state) and the
     prompt-reading rate (characters per second, batch 1)."""
-    def synced(run):
-        def timed():
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-        return timed
-
     _, state = step(np.zeros((1, 8), dtype=np.int64), zero(1))
     one = np.zeros((1, 1), dtype=np.int64)
     prompt = np.zeros((1, PROMPT_CHARS), dtype=np.int64)
-    per_char = timings(synced(lambda: step(one, state)), DECODE_REPEATS)
-    reading = timings(synced(lambda: step(prompt, zero(1))), REPEATS[64])
+    per_char = timings(synced(lambda: step(one, state), device), DECODE_REPEATS)
+    reading = timings(synced(lambda: step(prompt, zero(1)), device), REPEATS[64])
     return {"ms_per_char": float(np.median(per_char)),
             "prompt_chars_per_s": PROMPT_CHARS * 1000.0 / float(np.median(reading))}
 
@@ -317,16 +318,25 @@ def failed_gates(report: dict, required: list[str]) -> list[str]:
     return problems
 
 
-def headline(report: dict) -> dict:
-    """What DVC compares between experiments: the gates, parity and the speed-ups per provider
-    (percentiles, throughput and error texts stay in the full report)."""
+# Per provider, the latency that a deployer quotes and its speed-up over PyTorch eager: batch 1
+# for the classifier and forecaster, one generated character for the generator.
+KEY_LATENCY = {"classifier": ("latency_ms_b1_p50", "speedup_vs_torch_b1"),
+               "forecaster": ("latency_ms_b1_p50", "speedup_vs_torch_b1"),
+               "generator": ("ms_per_char", "speedup_vs_torch_per_char")}
+
+
+def headline(report: dict, head: str) -> dict:
+    """What DVC compares between experiments: the gates, then per provider that ran its parity,
+    key latency and speed-up. The names are the same for every head, so `dvc metrics show`
+    stays a few columns wide (percentiles, throughput and error texts stay in the full report)."""
+    latency, speedup = KEY_LATENCY[head]
     scores: dict = {"passed": report["passed"]}
     for key in PROVIDERS:
         result = report[key]
         if result["status"] == "ok":
-            scores[key] = {"max_abs_diff": result["max_abs_diff"],
-                           **{k.replace("speedup_vs_torch_", "speedup_"): v for k, v in result.items()
-                              if k.startswith("speedup_vs_torch_")}}
+            # rounded to what a comparison needs, so the columns stay narrow (exact: metrics/onnx)
+            scores.update({f"{key}_parity": float(f"{result['max_abs_diff']:.2g}"),
+                           f"{key}_ms": round(result[latency], 3), f"{key}_speedup": round(result[speedup], 2)})
     return scores
 
 
@@ -350,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = failed_gates(report, report["required_providers"])
     report["passed"] = not problems
     write_json_atomic(trained.paths.onnx_metrics, report)
-    write_json_atomic(trained.paths.onnx_scores, headline(report))
+    write_json_atomic(trained.paths.onnx_scores, headline(report, task.head))
     log_to_training_run(config, task_name, model_name, trained, report)
     for key in PROVIDERS:
         result = report[key]

@@ -57,7 +57,7 @@ def bench_repo(pipeline_repo, tmp_path):
 
 def test_one_command_measures_every_section_with_medians_and_writes_the_table(bench_repo, tmp_path):
     out = tmp_path / "results"
-    sections = "train,roofline,onnx,export,prepare,repro-noop"
+    sections = "train,peephole,roofline,onnx,export,prepare,repro-noop"
     result = run_in(bench_repo, sys.executable, "-m", "benchmarks.run", "--repeats", "2", "--batches", "2",
                     "--matmul-size", "128", "--only", sections, "--out", str(out))
     (json_file,) = out.glob("*.json")
@@ -68,7 +68,7 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
     def check(stat):
         assert stat["n"] == 2 and stat["min"] <= stat["median"] <= stat["max"], stat
 
-    for name in ("imdb-lstm", "imdb-gru", "etth1-lstm", "etth1-gru"):
+    for name in ("imdb-lstm", "imdb-gru", "imdb-peephole", "etth1-lstm", "etth1-gru", "etth1-peephole"):
         train = results["train"][name]
         for loop in ("ours", "bare"):
             check(train[loop]["samples_per_s"])
@@ -84,6 +84,11 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
         if not torch.cuda.is_available():
             assert results["onnx"][name]["cuda"]["status"] == "unavailable"  # never CPU figures as CUDA
         check(results["export"][name]["seconds"])
+    for task in ("imdb", "etth1"):
+        peephole = results["peephole"][task]
+        check(peephole["lstm_peephole"]["samples_per_s"])
+        check(peephole["ratio_peephole_to_lstm"])
+        assert peephole["ratio_met"] == (peephole["ratio_peephole_to_lstm"]["median"] >= 0.5)
     assert results["prepare"]["imdb"]["count"] == 2 * 2 * 12 + 10  # the fixture's reviews, unlabelled too
     check(results["prepare"]["imdb"]["reviews_per_s"])
     check(results["repro-noop"]["seconds"])
@@ -91,7 +96,7 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
 
     table = (out / f"{json_file.stem}.md").read_text()
     assert table in result.stdout
-    for heading in ("(a) Training throughput", "(b) Roofline", "(c) onnxruntime", "(d) ONNX export",
+    for heading in ("(a) Training throughput", "(a2) Training throughput: the peephole", "(b) Roofline", "(c) onnxruntime", "(d) ONNX export",
                     "(e) Prepare", "(f) `dvc repro`"):
         assert heading in table
     rendered = run_in(bench_repo, sys.executable, "-m", "benchmarks.run", "--render", str(json_file))

@@ -43,6 +43,14 @@ def test_overrides_reach_the_composed_config():
     assert config.task["etth1"].prepare.features == "S"
 
 
+def test_a_task_trains_every_model_unless_it_names_its_own():
+    runs = validate(compose()).runs
+    assert {r.model for r in runs.values() if r.task == "imdb"} == {"lstm", "gru", "peephole"}
+    assert {r.model for r in runs.values() if r.task == "shakespeare"} == {"lstm", "gru"}   # peephole: opt-in
+    opted_in = validate(compose(["task.shakespeare.models=[lstm,gru,peephole]"])).runs
+    assert opted_in["shakespeare-peephole"].head == "generator"
+
+
 @pytest.mark.parametrize("override, key, allowed", [
     ("train.lr=-0.001", "train.lr", "greater than 0"),
     ("task.etth1.prepare.horizon=0", "task.etth1.prepare.horizon", "greater than 0"),
@@ -54,6 +62,9 @@ def test_overrides_reach_the_composed_config():
     ("task.imdb.source.checksum=md5:xyz", "task.imdb.source.checksum", "should match pattern"),
     ("export.opset=13", "export.opset", "greater than or equal to 17"),
     ("task.etth1.prepare.ratios=[0.7,0.1,0.2]", "task.etth1.prepare", "exactly one of borders"),
+    ("model.lstm.cell=peephole", "model.lstm.cell", "'lstm', 'gru' or 'lstm_peephole'"),
+    ("task.shakespeare.models=[lstm,peepole]", "task.shakespeare.models", "['peepole'] are not models"),
+    ("+task.shakespeare.precision=bf16", "task.shakespeare.precision", "unknown key"),   # it is under train
 ])
 def test_bad_values_fail_naming_the_key_and_what_is_allowed(override, key, allowed):
     with pytest.raises(ConfigError) as caught:

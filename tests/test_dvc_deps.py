@@ -92,7 +92,7 @@ def test_a_csv_task_added_in_conf_gets_all_its_stages(tmp_path):
                    "task.weather.paths.card=metrics/data/weather.json")
     listed = run_in(repo, "dvc", "stage", "list", "--name-only").stdout.split()
     for stage in ("fetch@weather", "prepare@weather", *(f"{s}@weather-{m}" for s in ("train", "export", "validate")
-                                                        for m in ("lstm", "gru"))):
+                                                        for m in ("lstm", "gru", "peephole"))):
         assert stage in listed, stage
 
 

@@ -47,7 +47,7 @@ def test_dvc_exp_run_with_an_override_recomposes_params_and_logs_a_new_mlflow_ru
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
     experiment = client.get_experiment_by_name("etth1")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`dvc.exp_name` = 'wide-gru'")
-    assert sorted(r.info.run_name for r in runs) == ["gru", "lstm"]
+    assert sorted(r.info.run_name for r in runs) == ["gru", "lstm", "peephole"]
     gru = next(r for r in runs if r.info.run_name == "gru")
     assert gru.data.params["model.forecaster.hidden_size"] == "20"
 
@@ -65,5 +65,5 @@ def test_dvc_exp_run_with_an_override_recomposes_params_and_logs_a_new_mlflow_ru
     assert status.count("Success") == 2, status
     for name in names:
         tagged = client.search_runs([experiment.experiment_id], filter_string=f"tags.`dvc.exp_name` = '{name}'")
-        assert sorted(r.info.run_name for r in tagged) == ["gru", "lstm"]
+        assert sorted(r.info.run_name for r in tagged) == ["gru", "lstm", "peephole"]
         assert {r.data.params["train.lr"] for r in tagged} <= {"0.001", "0.003"}

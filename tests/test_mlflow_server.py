@@ -80,9 +80,9 @@ def test_rest_api_shows_both_experiments_comparable_runs_onnx_models_and_registr
         newest = {}
         for run in runs:
             newest.setdefault(run["info"]["run_name"], run)
-        assert sorted(newest) == ["gru", "lstm"]
+        assert sorted(newest) == ["gru", "lstm", "peephole"]
         keys = {name: {m["key"] for m in run["data"]["metrics"]} for name, run in newest.items()}
-        assert keys["lstm"] == keys["gru"] and "onnx/cpu/max_abs_diff" in keys["lstm"]
+        assert keys["lstm"] == keys["gru"] == keys["peephole"] and "onnx/cpu/max_abs_diff" in keys["lstm"]
 
         for name, run in newest.items():
             models = api(server, "logged-models/search", experiment_ids=[experiment_id],
@@ -95,6 +95,6 @@ def test_rest_api_shows_both_experiments_comparable_runs_onnx_models_and_registr
     response.raise_for_status()
     registered = response.json()["registered_models"]
     assert {m["name"] for m in registered} == {f"{t}-{m}" for t in ("imdb", "etth1", "shakespeare")
-                                                for m in ("lstm", "gru")}
+                                                for m in ("lstm", "gru", "peephole")}
     aliases = [a["alias"] for m in registered for a in m.get("aliases", [])]
     assert aliases.count("champion") == 3  # one per task

@@ -14,7 +14,7 @@ def test_reverse_valid_reverses_within_each_length_and_leaves_padding():
     assert out.tolist() == [[3, 2, 1, 0, 0], [8, 7, 6, 5, 4]]
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "lstm_peephole"])
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("pooling", [["last"], ["mean"], ["max"], ["last", "mean", "max"]])
 def test_adding_padding_never_changes_a_prediction(cell, bidirectional, pooling):
@@ -45,7 +45,7 @@ def test_the_backward_direction_does_see_the_whole_row():
         assert not torch.allclose(model(ids), model(changed))
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "lstm_peephole"])
 @pytest.mark.parametrize("segment_len, independent", [(0, False), (0, True), (8, False), (8, True)])
 def test_forecaster_outputs_every_horizon_step_at_once(cell, segment_len, independent):
     model = Forecaster(n_channels=3, horizon=5, cell=cell, hidden_size=8, num_layers=2, dropout=0.0,

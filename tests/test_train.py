@@ -203,3 +203,17 @@ def test_resume_state_is_tied_to_the_process_count_not_to_how_it_was_launched(re
     relaunched = config.model_copy(update={"train": config.train.model_copy(update={"nproc_per_node": 4})})
     assert fingerprint(relaunched, "etth1", "gru", "data") == one  # the same single process
     assert fingerprint(config, "etth1", "gru", "data", world_size=2) != one
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, precision, expected", [
+    (True, False, "bf16", True), (False, True, "bf16", True), (False, False, "bf16", False),
+    (True, True, "fp32", False)])
+def test_bf16_autocast_runs_on_a_cpu_only_where_it_has_native_bf16(monkeypatch, caplog, avx512_bf16, amx,
+                                                                   precision, expected):
+    from pipeline.distributed import uses_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert uses_bf16(precision, torch.device("cpu")) is expected
+    emulated = precision == "bf16" and not expected
+    assert ("training in fp32" in caplog.text) is emulated
