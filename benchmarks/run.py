@@ -54,23 +54,33 @@ def stats(values: list[float]) -> dict:
             "n": len(values)}
 
 
+def cpu_field(field: str, default: str = "") -> str:
+    """One field of /proc/cpuinfo (the first core's), or `default` where there is none."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == field), default)
+
+
+# CPU vendors by /proc/cpuinfo's vendor_id: the same core count and architecture can be an AMD
+# EPYC one session and an Intel Xeon the next, several times apart in speed.
+VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}
+
+
 def host_kind(device: torch.device) -> str:
-    """cuda-<gpu name> or cpu-<cores>core-<arch>: the name of the results file."""
+    """cuda-<gpu name> or cpu-<vendor>-<cores>core-<arch>: the name of the results file."""
     if device.type == "cuda":
         name = f"cuda-{torch.cuda.get_device_name(device)}"
     else:
-        name = f"cpu-{os.cpu_count()}core-{platform.machine()}"
+        vendor = cpu_field("vendor_id")
+        name = f"cpu-{VENDORS.get(vendor, vendor or 'unknown')}-{os.cpu_count()}core-{platform.machine()}"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def host_info(device: torch.device) -> dict:
     import onnxruntime
 
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-               platform.processor())
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    info = {"cpu": cpu_field("model name", platform.processor()), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "device": str(device), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "python": platform.python_version()}
     if device.type == "cuda":
@@ -284,7 +294,8 @@ def roofline(train: dict, peak: dict) -> dict:
 
 def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
     from pipeline.checkpoints import load_trained
-    from pipeline.validate import PROVIDERS, latency_report, open_session
+    from pipeline.sessions import PROVIDERS, open_session
+    from pipeline.validate import latency_report
 
     trained = load_trained(config, task_name, model_name)
     model, spec, meta = trained.model, trained.spec, trained.meta

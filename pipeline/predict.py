@@ -6,6 +6,7 @@
     python -m pipeline.predict models:/imdb-gru@champion --text "..."            # an MLflow model URI
     python -m pipeline.predict onnx/shakespeare-lstm/model.onnx --prompt "ROMEO:" --max-chars 500 \
         --temperature 0.8 --seed 0                                                # generate text
+    python -m pipeline.predict ... --provider cuda                                # auto (default) | cpu | cuda
 
 Everything needed to prepare the input comes from the model's own metadata_props (written
 by pipeline.export): the tokenizer (inline, checked against its sha256) with its padding
@@ -18,6 +19,11 @@ per call, carrying the state. Sampling is seeded (numpy), so the same seed gives
 text; `--temperature 0` is greedy, and `--top-k K` keeps the K likeliest characters. A
 prompt character outside the model's vocabulary is an error (the vocabulary has no
 [UNK]).
+
+`--provider auto` runs on CUDA when onnxruntime's CUDA provider really loads, and on the CPU
+otherwise; `cpu` and `cuda` ask for one, and `cuda` fails where CUDA cannot run. Which provider
+ran is read back from the session (onnxruntime-gpu falls back to the CPU silently), printed on
+stderr and put in the JSON, so a CPU run never passes for CUDA.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 
 from pipeline import generation
 from pipeline.layout import METADATA_PREFIX as PREFIX
+from pipeline.sessions import PROVIDERS, open_session
 
 
 class PredictError(ValueError):
@@ -43,8 +50,12 @@ def resolve_model(source: str) -> Path:
     """An .onnx path, or an MLflow model URI downloaded to a local folder."""
     if "://" in source or source.startswith("models:/") or source.startswith("runs:/"):
         import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
 
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+        except MlflowException as exc:
+            raise PredictError(f"{source}: {exc.message.splitlines()[0]} {registry_contents(source)}") from None
         found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
         if not found:
             raise PredictError(f"{source}: no .onnx file in the downloaded model ({local})")
@@ -55,21 +66,51 @@ def resolve_model(source: str) -> Path:
     return path
 
 
-def open_model(path: Path):
-    """(session, metadata) for a model of this project; anything else is refused clearly."""
-    import onnxruntime as ort
+def registry_contents(uri: str) -> str:
+    """What the registry does hold, for an error about a `models:/` URI that names nothing."""
+    if not uri.startswith("models:/"):
+        return ""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
+    client = MlflowClient()
+    name = uri[len("models:/"):].split("@")[0].split("/")[0]
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime's own exception types
-        raise PredictError(f"{path}: not a loadable ONNX model ({exc})") from None
+        model = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        return f"(registered models: {', '.join(names) or 'none'}; tracking URI {client.tracking_uri})"
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    aliases = ", ".join(f"@{alias} -> version {version}" for alias, version in sorted(model.aliases.items()))
+    return f"(model {name} has versions {versions} and aliases: {aliases or 'none'})"
+
+
+def start_session(path: Path, provider: str):
+    """(session, the provider that runs it): `auto` takes CUDA only when it really loads."""
+    if provider in ("auto", "cuda"):
+        session, reason = open_session(path, PROVIDERS["cuda"])
+        if session is not None:
+            return session, PROVIDERS["cuda"]
+        if provider == "cuda":
+            raise PredictError(f"--provider cuda: {reason}; use --provider cpu or auto")
+        print(f"predict: CUDA unavailable ({reason}); running on the CPU", file=sys.stderr)
+    session, reason = open_session(path, PROVIDERS["cpu"])
+    if session is None:
+        raise PredictError(f"{path}: not a loadable ONNX model ({reason})")
+    return session, PROVIDERS["cpu"]
+
+
+def open_model(path: Path, provider: str = "auto"):
+    """(session, metadata) for a model of this project; anything else is refused clearly."""
+    session, ran_on = start_session(path, provider)
     props = session.get_modelmeta().custom_metadata_map
     meta = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
     missing = [k for k in ("task", "head") if k not in meta]
     if missing:
         raise PredictError(f"{path}: not a model exported by this project (metadata {PREFIX}{missing[0]} "
                            "missing); export it with `python -m pipeline.export`")
-    return session, meta
+    print(f"predict: {meta['task']}-{meta['model']} on {ran_on}", file=sys.stderr)
+    return session, {**meta, "provider": ran_on}
 
 
 # ---- text classification --------------------------------------------------------------------
@@ -202,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.8, help="generator: 0 = greedy")
     parser.add_argument("--seed", type=int, default=0, help="generator: the sampling seed")
     parser.add_argument("--top-k", type=int, help="generator: sample among the K likeliest characters only")
+    parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="execution provider: auto = CUDA when it really loads, else the CPU")
     args = parser.parse_args(argv)
     try:
-        session, meta = open_model(resolve_model(args.model))
+        session, meta = open_model(resolve_model(args.model), args.provider)
         if meta["head"] == "generator":
             prompt = check_generation_args(args.prompt, args.max_chars, args.temperature, args.top_k)
             result = generate_text(session, meta, prompt, args.max_chars, args.temperature, args.seed, args.top_k)
@@ -218,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     except PredictError as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2
-    json.dump({"task": meta["task"], "model": meta["model"], "predictions": result}, sys.stdout, indent=2)
+    json.dump({"task": meta["task"], "model": meta["model"], "provider": meta["provider"], "predictions": result}, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

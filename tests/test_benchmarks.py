@@ -112,3 +112,12 @@ def test_bad_arguments_and_a_missing_pipeline_get_clear_errors(bench_repo, tmp_p
                     "--out", str(tmp_path / "none"), check=False)
     assert result.returncode == 1 and "model.pt" in result.stderr and "run `dvc repro` first" in result.stderr
     assert not (tmp_path / "none").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("vendor_id, kind", [("AuthenticAMD", "cpu-amd-"), ("GenuineIntel", "cpu-intel-")])
+def test_cpu_results_are_named_by_vendor_so_an_epyc_and_a_xeon_never_share_a_file(monkeypatch, vendor_id, kind):
+    from benchmarks import run
+
+    monkeypatch.setattr(run, "cpu_field", lambda field, default="": vendor_id if field == "vendor_id" else default)
+    name = run.host_kind(torch.device("cpu"))
+    assert name.startswith(kind) and name.endswith("core-" + run.platform.machine().lower().replace("_", "-"))

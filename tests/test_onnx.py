@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from pipeline.checkpoints import load_checkpoint
-from pipeline.validate import (MAX_ABS_DIFF, PROVIDERS, failed_gates, max_abs_diff, open_session,
-                               parity_inputs)
+from pipeline.sessions import PROVIDERS, open_session
+from pipeline.validate import MAX_ABS_DIFF, failed_gates, max_abs_diff, parity_inputs
 from tests.conftest import compose_params, run_in
 
 
@@ -146,6 +146,35 @@ def test_predict_takes_an_mlflow_model_uri(pipeline_repo):
     assert via_mlflow.returncode == 0, via_mlflow.stderr
     assert "torch absent" in via_mlflow.stderr
     assert json.loads(via_mlflow.stdout) == json.loads(direct.stdout)
+
+
+def test_predict_says_which_provider_ran_and_never_passes_a_cpu_run_off_as_cuda(pipeline_repo):
+    repo, *_ = pipeline_repo
+    model = str(onnx_path(repo, "imdb-gru"))
+    cuda_runs = open_session(model, PROVIDERS["cuda"])[0] is not None
+    auto = predict(repo, model, "--text", "superb film")
+    assert auto.returncode == 0, auto.stderr
+    assert json.loads(auto.stdout)["provider"] == PROVIDERS["cuda" if cuda_runs else "cpu"]
+    assert f"imdb-gru on {PROVIDERS['cuda' if cuda_runs else 'cpu']}" in auto.stderr
+    cpu = predict(repo, model, "--provider", "cpu", "--text", "superb film")
+    assert json.loads(cpu.stdout)["provider"] == PROVIDERS["cpu"]
+    cuda = predict(repo, model, "--provider", "cuda", "--text", "superb film")
+    if cuda_runs:
+        assert cuda.returncode == 0 and json.loads(cuda.stdout)["provider"] == PROVIDERS["cuda"]
+    else:
+        assert cuda.returncode == 2 and "--provider cuda: requested CUDAExecutionProvider" in cuda.stderr
+        assert "Traceback" not in cuda.stderr and cuda.stdout == ""
+
+
+def test_predict_lists_what_the_registry_holds_when_a_model_uri_names_nothing(pipeline_repo):
+    repo, *_ = pipeline_repo
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"}
+    no_alias = predict(repo, "models:/imdb-gru@nonesuch", "--text", "superb film", env=env)
+    assert no_alias.returncode == 2 and "Traceback" not in no_alias.stderr, no_alias.stderr
+    assert "models:/imdb-gru@nonesuch: " in no_alias.stderr and "model imdb-gru has versions [1" in no_alias.stderr
+    no_model = predict(repo, "models:/nonesuch@champion", "--text", "superb film", env=env)
+    assert no_model.returncode == 2 and "Traceback" not in no_model.stderr, no_model.stderr
+    assert "registered models: " in no_model.stderr and "imdb-gru" in no_model.stderr
 
 
 def test_predict_forecasts_from_a_csv_slice_without_torch(pipeline_repo, tmp_path):
