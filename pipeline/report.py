@@ -228,6 +228,12 @@ def promote_champions(config: Config, champions: dict[str, str], report: Path) -
     """Alias `champion` on the winner's newest registered version; log the report to each run."""
     from pipeline.tracking import open_tracker, registry_set_champion
 
+    missing = [str(paths.handoff) for task in champions for paths in runs_of(config, task).values()
+               if not paths.handoff.is_file()]
+    if missing:  # checked before the registry changes, so that no task is half promoted
+        raise FileNotFoundError(f"{', '.join(missing)} not found: the champion alias needs every train "
+                                "stage's MLflow hand-off; run `dvc repro` (or `dvc pull`) for the missing runs, "
+                                "or set tracking.enabled=false")
     for task, best in champions.items():
         runs = runs_of(config, task)
         registry_set_champion(config.tracking, task, best, [m for m in runs if m != best])
@@ -252,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         write_text_atomic("README.md", replace_readme_table(Path("README.md"), markdown))
     if config.tracking.enabled:
-        promote_champions(config, champions, out_dir / "summary.md")
+        try:
+            promote_champions(config, champions, out_dir / "summary.md")
+        except FileNotFoundError as exc:
+            log.error("report: %s (%s and the figures were written)", exc, out_dir / "summary.md")
+            return 1
     log.info("report: %s; champions %s", out_dir / "summary.md", champions)
     return 0
 
