@@ -86,31 +86,32 @@ def registry_contents(uri: str) -> str:
 
 
 def start_session(path: Path, provider: str):
-    """(session, the provider that runs it): `auto` takes CUDA only when it really loads."""
+    """The session on the chosen provider (`session.get_providers()[0]` is the one that runs it):
+    `auto` takes CUDA only when it really loads."""
     if provider in ("auto", "cuda"):
         session, reason = open_session(path, PROVIDERS["cuda"])
         if session is not None:
-            return session, PROVIDERS["cuda"]
+            return session
         if provider == "cuda":
             raise PredictError(f"--provider cuda: {reason}; use --provider cpu or auto")
         print(f"predict: CUDA unavailable ({reason}); running on the CPU", file=sys.stderr)
     session, reason = open_session(path, PROVIDERS["cpu"])
     if session is None:
         raise PredictError(f"{path}: not a loadable ONNX model ({reason})")
-    return session, PROVIDERS["cpu"]
+    return session
 
 
 def open_model(path: Path, provider: str = "auto"):
     """(session, metadata) for a model of this project; anything else is refused clearly."""
-    session, ran_on = start_session(path, provider)
+    session = start_session(path, provider)
     props = session.get_modelmeta().custom_metadata_map
     meta = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
     missing = [k for k in ("task", "head") if k not in meta]
     if missing:
         raise PredictError(f"{path}: not a model exported by this project (metadata {PREFIX}{missing[0]} "
                            "missing); export it with `python -m pipeline.export`")
-    print(f"predict: {meta['task']}-{meta['model']} on {ran_on}", file=sys.stderr)
-    return session, {**meta, "provider": ran_on}
+    print(f"predict: {meta['task']}-{meta['model']} on {session.get_providers()[0]}", file=sys.stderr)
+    return session, meta
 
 
 # ---- text classification --------------------------------------------------------------------
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     except PredictError as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2
-    json.dump({"task": meta["task"], "model": meta["model"], "provider": meta["provider"], "predictions": result}, sys.stdout, indent=2)
+    json.dump({"task": meta["task"], "model": meta["model"], "provider": session.get_providers()[0],
+               "predictions": result}, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

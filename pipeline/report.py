@@ -224,16 +224,17 @@ def replace_readme_table(readme: Path, markdown: str) -> str:
     return pattern.sub(lambda _: f"{README_START}\n{body}\n{README_END}", text)
 
 
+def missing_handoffs(config: Config) -> list[str]:
+    """Train stages' MLflow hand-offs that are not on disk (their models were never trained or
+    pulled here); promoting champions needs every one of them."""
+    return [str(paths.handoff) for task in config.task for paths in runs_of(config, task).values()
+            if not paths.handoff.is_file()]
+
+
 def promote_champions(config: Config, champions: dict[str, str], report: Path) -> None:
     """Alias `champion` on the winner's newest registered version; log the report to each run."""
     from pipeline.tracking import open_tracker, registry_set_champion
 
-    missing = [str(paths.handoff) for task in champions for paths in runs_of(config, task).values()
-               if not paths.handoff.is_file()]
-    if missing:  # checked before the registry changes, so that no task is half promoted
-        raise FileNotFoundError(f"{', '.join(missing)} not found: the champion alias needs every train "
-                                "stage's MLflow hand-off; run `dvc repro` (or `dvc pull`) for the missing runs, "
-                                "or set tracking.enabled=false")
     for task, best in champions.items():
         runs = runs_of(config, task)
         registry_set_champion(config.tracking, task, best, [m for m in runs if m != best])
@@ -258,11 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         write_text_atomic("README.md", replace_readme_table(Path("README.md"), markdown))
     if config.tracking.enabled:
-        try:
-            promote_champions(config, champions, out_dir / "summary.md")
-        except FileNotFoundError as exc:
-            log.error("report: %s (%s and the figures were written)", exc, out_dir / "summary.md")
+        missing = missing_handoffs(config)
+        if missing:  # checked before the registry changes, so that no task is half promoted
+            log.error("report: %s not found: the champion alias needs every train stage's MLflow hand-off; "
+                      "run `dvc repro` (or `dvc pull`) for the missing runs, or set tracking.enabled=false "
+                      "(%s and the figures were written)", ", ".join(missing), out_dir / "summary.md")
             return 1
+        promote_champions(config, champions, out_dir / "summary.md")
     log.info("report: %s; champions %s", out_dir / "summary.md", champions)
     return 0
 

@@ -6,7 +6,7 @@ import json
 import sys
 
 from pipeline.config import load_config
-from pipeline.report import ANCHORS, build_report, champion, replace_readme_table
+from pipeline.report import ANCHORS, build_report, champion, missing_handoffs, replace_readme_table
 from tests.conftest import REPO_ROOT, run_in
 
 
@@ -57,3 +57,13 @@ def test_predict_takes_the_champion_alias(pipeline_repo):
                     "--text", "a superb and wonderful film",
                     env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"})
     assert json.loads(result.stdout)["model"] == best
+
+
+def test_champions_are_not_promoted_while_a_train_stages_mlflow_handoff_is_missing(tmp_path, monkeypatch):
+    config = load_config(REPO_ROOT / "params.yaml")
+    monkeypatch.chdir(tmp_path)   # output paths are relative: nothing has been trained here
+    every_run = {f"models/{name}/mlflow.json" for name in config.runs}
+    assert set(missing_handoffs(config)) == every_run
+    (tmp_path / "models/imdb-gru").mkdir(parents=True)
+    (tmp_path / "models/imdb-gru/mlflow.json").write_text('{"run_id": "abc"}')
+    assert set(missing_handoffs(config)) == every_run - {"models/imdb-gru/mlflow.json"}
