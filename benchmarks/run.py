@@ -294,19 +294,20 @@ def roofline(train: dict, peak: dict) -> dict:
 
 def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
     from pipeline.checkpoints import load_trained
-    from pipeline.sessions import PROVIDERS, open_session
-    from pipeline.validate import latency_report
+    from pipeline.sessions import PROVIDERS
+    from pipeline.validate import latency_report, open_workloads
 
     trained = load_trained(config, task_name, model_name)
     model, spec, meta = trained.model, trained.spec, trained.meta
     result = {}
     for key, provider in PROVIDERS.items():
-        session, reason = open_session(trained.paths.onnx_model, provider)
-        if session is None:
+        # the sessions validate times: batch 1 with export.session.latency, 64 with .throughput
+        sessions, reason = open_workloads(trained.paths.onnx_model, provider, config.export.session)
+        if sessions is None:
             result[key] = {"status": "unavailable", "reason": reason}
             continue
         device = torch.device("cuda" if key == "cuda" and torch.cuda.is_available() else "cpu")
-        runs = [latency_report(session, model.to(device), spec["head"], spec["args"], meta, device)
+        runs = [latency_report(sessions, model.to(device), spec["head"], spec["args"], meta, device)
                 for _ in range(repeats)]
         result[key] = {"status": "ok", "torch_device": device.type,
                        **{metric: stats([run[metric] for run in runs]) for metric in runs[0]}}

@@ -241,10 +241,25 @@ class TrainConfig(Section):
     nproc_per_node: PositiveInt
 
 
+class SessionSettings(Section):
+    """onnxruntime SessionOptions for one workload (pipeline/sessions.py applies them). Only
+    the thread count: the execution mode and optimisation level made no consistent
+    difference, or only a loss, when measured (benchmarks/session_settings.py)."""
+
+    intra_op_num_threads: int = Field(ge=0, description="0 = onnxruntime's default (one per physical core)")
+
+
+class SessionConfig(Section):
+    latency: SessionSettings      # batch 1: validate's b1 timing, predict's one forecast or text, each generated character
+    throughput: SessionSettings   # batch 64: validate's b64 timing, the test metric, predict with several texts
+
+
 class ExportConfig(Section):
     opset: int = Field(ge=17)
     dynamo: bool
     required_providers: list[Literal["CPUExecutionProvider", "CUDAExecutionProvider"]]
+    int8: bool                    # also write model.int8.onnx (onnxruntime dynamic quantisation), validated by its own gate
+    session: SessionConfig
 
 
 class TrackingConfig(Section):

@@ -13,6 +13,11 @@
   (`h`, and `c` for an LSTM, each [num_layers, batch, hidden_size]), `logits [batch, time,
   vocab]` and the new state out (`h_out`, `c_out`). Batch and time are dynamic, so one
   graph reads a prompt in one call and then decodes one character per call.
+- Recurrent layers are onnxruntime's fused `LSTM`/`GRU` nodes (the peephole LSTM's carry
+  the `P` input), one per layer. A bidirectional classifier layer is one node with
+  direction="bidirectional" and `sequence_lens` (int32, counted from `input_ids` in the
+  graph), which reverses each row within its own length as pipeline/models.py masks it;
+  the forecaster and generator layers are one direction each.
 - onnx.checker (full check) and strict shape inference must pass.
 """
 
@@ -30,7 +35,7 @@ from torch import nn
 from pipeline.checkpoints import load_trained
 from pipeline.config import Config, ConfigError, load_task, stage_args
 from pipeline.files import atomic_path, file_digest, write_json_atomic
-from pipeline.layout import METADATA_PREFIX
+from pipeline.layout import METADATA_PREFIX, int8_model
 from pipeline.models import STATES
 from pipeline.tracking import git_tags
 
@@ -90,7 +95,8 @@ def deployment_metadata(config: Config, task_name: str, model_name: str, meta: d
                         test_metrics: dict) -> dict[str, str]:
     task = config.task[task_name]
     props = {"task": task_name, "model": model_name, "head": task.head, "cell": config.model[model_name].cell,
-             "git_commit": git_tags()["git.commit"], "test_metrics": json.dumps(test_metrics)}
+             "git_commit": git_tags()["git.commit"], "test_metrics": json.dumps(test_metrics),
+             "session_settings": json.dumps(config.export.session.model_dump())}  # predict's SessionOptions
     if task.head == "generator":
         args = config.model[model_name].generator
         names = list(STATES[config.model[model_name].cell])
@@ -132,6 +138,35 @@ def export_onnx(model: nn.Module, head: str, interface: dict, path: Path, opset:
     return seconds
 
 
+# The nodes that hold INT8 weights after onnxruntime's dynamic quantisation. An ONNX LSTM
+# becomes DynamicQuantizeLSTM (peephole P input kept); onnxruntime has no quantised GRU kernel,
+# so a GRU node stays fp32 and only the MatMul/Gemm/Gather around it are quantised.
+QUANTISED_OPS = ("DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "DequantizeLinear")
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+
+
+def quantise_int8(fp32_path: Path, int8_path: Path) -> dict:
+    """onnxruntime's dynamic quantisation (INT8 weights, activations quantised at run time),
+    written beside the fp32 model with its metadata_props; returns what it did, by node."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    start = time.perf_counter()
+    with atomic_path(int8_path, ".onnx") as tmp:
+        quantize_dynamic(fp32_path, tmp, weight_type=QuantType.QInt8)
+        graph = onnx.load(str(tmp))
+        kept = {p.key for p in graph.metadata_props}
+        lost = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props
+                if p.key not in kept}
+        if lost:  # onnxruntime 1.31 keeps them all; a release that drops them must not ship a bare model
+            onnx.helper.set_model_props(graph, {**{p.key: p.value for p in graph.metadata_props}, **lost})
+            onnx.save(graph, str(tmp))
+    ops = [node.op_type for node in graph.graph.node]
+    return {"seconds": round(time.perf_counter() - start, 3), "bytes": int8_path.stat().st_size,
+            "quantised_nodes": {op: ops.count(op) for op in QUANTISED_OPS if op in ops},
+            "fp32_recurrent_nodes": {op: ops.count(op) for op in RECURRENT_OPS if op in ops}}
+
+
 def main(argv: list[str] | None = None) -> int:
     task_name, model_name = stage_args("pipeline.export", ["task", "model"], argv)
     name = f"{task_name}-{model_name}"
@@ -146,9 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export@{name}: {exc}", file=sys.stderr)
         return 1
     onnx_model = trained.paths.onnx_model
+    if not config.export.int8:
+        int8_model(onnx_model).unlink(missing_ok=True)  # never leave a stale one for `predict --int8`
+    int8 = quantise_int8(onnx_model, int8_model(onnx_model)) if config.export.int8 else None
     write_json_atomic(trained.paths.export_info, {
         "export/seconds": round(seconds, 3), "opset": config.export.opset, "dynamo": config.export.dynamo,
-        "inputs": interface["inputs"], "outputs": interface["outputs"], "bytes": onnx_model.stat().st_size})
+        "inputs": interface["inputs"], "outputs": interface["outputs"], "bytes": onnx_model.stat().st_size,
+        "int8": int8})
+    if int8:
+        log.info("export@%s: INT8 %s, %d bytes, quantised nodes %s, fp32 recurrent nodes %s", name,
+                 int8_model(onnx_model), int8["bytes"], int8["quantised_nodes"], int8["fp32_recurrent_nodes"] or "none")
     log.info("export@%s: %s in %.2fs (opset %d, %s exporter)", name, onnx_model, seconds,
              config.export.opset, "dynamo" if config.export.dynamo else "TorchScript")
     return 0

@@ -33,6 +33,13 @@ class RunPaths:
     onnx_scores: Path        # validate: the headline that DVC compares
 
 
+def int8_model(onnx_model: str | Path) -> Path:
+    """model.onnx -> model.int8.onnx beside it: its dynamic INT8 quantisation (export.int8),
+    which export writes, validate gates and `predict --int8` runs."""
+    onnx_model = Path(onnx_model)
+    return onnx_model.with_name(f"{onnx_model.stem}.int8{onnx_model.suffix}")
+
+
 def run_name(task: str, model: str) -> str:
     return f"{task}-{model}"
 

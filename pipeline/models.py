@@ -4,6 +4,13 @@ No packed sequences anywhere (they do not export to ONNX). Padding is handled by
 the backward direction of a bidirectional layer runs over each row reversed *within its
 valid length*, so right-padding never reaches a valid position, and pooling looks at valid
 positions only. Adding padding therefore never changes a prediction.
+
+In ONNX, each bidirectional layer of the classifier is one `LSTM` or `GRU` node with
+direction="bidirectional" and `sequence_lens` (the lengths, computed in the graph): ONNX
+reverses each row within its own length, which is the rule above. onnxruntime writes zeros
+at padded positions of both directions where torch's forward direction computes values
+there; nothing valid reads them (pooling is masked, and a deeper layer's forward direction
+only looks back), so the outputs agree.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pipeline.peephole import PeepholeLSTM
+from pipeline.peephole import ONNX_GATES, ONNX_PEEPHOLES, PeepholeLSTM
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "lstm_peephole": PeepholeLSTM}
+ONNX_GRU_GATES = (1, 0, 2)   # torch's GRU gate order (r, z, n) -> ONNX's (z, r, h)
 # The recurrent state a cell carries between calls, in the order of the ONNX inputs/outputs.
 STATES = {"lstm": ("h", "c"), "gru": ("h",), "lstm_peephole": ("h", "c")}
 POOLINGS = ("last", "mean", "max")
@@ -28,6 +36,70 @@ def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     index = torch.where(steps <= last, last - steps, steps)                # [B, T]
     index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
     return torch.gather(x, 1, index)
+
+
+def bidirectional_layer(forward_rnn: nn.Module, backward_rnn: nn.Module, x: torch.Tensor,
+                        lengths: torch.Tensor | None) -> torch.Tensor:
+    """Both directions of one layer, concatenated [B, T, 2H]; the backward one reads each row
+    reversed within its length."""
+    out, _ = forward_rnn(x)
+    if lengths is None:
+        back, _ = backward_rnn(torch.flip(x, [1]))
+        back = torch.flip(back, [1])
+    else:
+        back, _ = backward_rnn(reverse_valid(x, lengths))
+        back = reverse_valid(back, lengths)
+    return torch.cat([out, back], dim=-1)
+
+
+class OnnxBidirectionalLayer(torch.autograd.Function):
+    """One bidirectional layer as ONNX sees it: a single `LSTM` or `GRU` node with
+    direction="bidirectional" and `sequence_lens`, under which the backward direction reads
+    each row reversed within its own length, as `reverse_valid` does. Used only while
+    exporting. Its forward returns the training computation's output, so traced values
+    stay true; the exporter then drops that computation, which nothing in the graph reads."""
+
+    @staticmethod
+    def forward(ctx, x, w, r, b, p, sequence_lens, op: str, hidden_size: int, training_output):
+        return training_output.clone()
+
+    @staticmethod
+    def symbolic(g, x, w, r, b, p, sequence_lens, op: str, hidden_size: int, training_output):
+        from torch.onnx.symbolic_opset9 import unused   # an omitted optional input
+
+        inputs = [g.op("Transpose", x, perm_i=[1, 0, 2]), w, r, b, sequence_lens]
+        if p is not None:   # no initial states (zeros), then the peepholes
+            inputs += [unused(g), unused(g), p]
+        gru = {"linear_before_reset_i": 1} if op == "GRU" else {}   # torch's GRU applies r after R h
+        y = g.op(op, *inputs, hidden_size_i=hidden_size, direction_s="bidirectional", outputs=1, **gru)
+        # Y [T, 2, B, H] -> [B, T, 2, H] -> [B, T, 2H]: forward then backward, as torch.cat makes it
+        y = g.op("Transpose", y, perm_i=[2, 0, 1, 3])
+        return g.op("Reshape", y, g.op("Constant", value_t=torch.tensor([0, 0, -1])))
+
+
+def onnx_weights(rnn: nn.Module, gates: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """One direction's W, R and B (input and recurrent biases concatenated), gates in ONNX's order."""
+    def reorder(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t.chunk(len(gates))[k] for k in gates])
+
+    w, r, b_ih, b_hh = (getattr(rnn, f"{name}_l0") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    weights = (reorder(w), reorder(r), torch.cat([reorder(b_ih), reorder(b_hh)]))
+    if isinstance(rnn, PeepholeLSTM):
+        peephole = rnn.weight_ch_l0.chunk(3)
+        weights += (torch.cat([peephole[k] for k in ONNX_PEEPHOLES]),)
+    return weights
+
+
+def export_bidirectional_layer(forward_rnn: nn.Module, backward_rnn: nn.Module, x: torch.Tensor,
+                               lengths: torch.Tensor) -> torch.Tensor:
+    """The layer as one ONNX node: both directions' weights stacked into ONNX's
+    [num_directions, ...] layout (constant-folded into initializers by the exporter)."""
+    op, gates = ("GRU", ONNX_GRU_GATES) if isinstance(forward_rnn, nn.GRU) else ("LSTM", ONNX_GATES)
+    w, r, b, *p = (torch.stack(pair) for pair in zip(onnx_weights(forward_rnn, gates),
+                                                    onnx_weights(backward_rnn, gates)))
+    return OnnxBidirectionalLayer.apply(
+        x, w, r, b, p[0] if p else None, lengths.to(torch.int32), op, forward_rnn.hidden_size,
+        bidirectional_layer(forward_rnn, backward_rnn, x, lengths))
 
 
 class RecurrentBackbone(nn.Module):
@@ -52,17 +124,12 @@ class RecurrentBackbone(nn.Module):
         for depth, forward_rnn in enumerate(self.forward_layers):
             if depth:
                 x = self.dropout(x)
-            out, _ = forward_rnn(x)
-            if self.backward_layers is not None:
-                backward_rnn = self.backward_layers[depth]
-                if lengths is None:
-                    back, _ = backward_rnn(torch.flip(x, [1]))
-                    back = torch.flip(back, [1])
-                else:
-                    back, _ = backward_rnn(reverse_valid(x, lengths))
-                    back = reverse_valid(back, lengths)
-                out = torch.cat([out, back], dim=-1)
-            x = out
+            if self.backward_layers is None:
+                x, _ = forward_rnn(x)
+            elif lengths is not None and torch.onnx.is_in_onnx_export():
+                x = export_bidirectional_layer(forward_rnn, self.backward_layers[depth], x, lengths)
+            else:
+                x = bidirectional_layer(forward_rnn, self.backward_layers[depth], x, lengths)
         return x
 
 

@@ -3,10 +3,11 @@
     python -m pipeline.predict onnx/imdb-gru/model.onnx --text "A wonderful film." --text "Dull."
     python -m pipeline.predict onnx/imdb-gru/model.onnx --file reviews.txt      # one review per line
     python -m pipeline.predict onnx/etth1-lstm/model.onnx --csv last_week.csv    # >= L rows
-    python -m pipeline.predict models:/imdb-gru@champion --text "..."            # an MLflow model URI
+    python -m pipeline.predict models:/imdb@champion --text "..."                # an MLflow model URI
     python -m pipeline.predict onnx/shakespeare-lstm/model.onnx --prompt "ROMEO:" --max-chars 500 \
         --temperature 0.8 --seed 0                                                # generate text
     python -m pipeline.predict ... --provider cuda                                # auto (default) | cpu | cuda
+    python -m pipeline.predict onnx/etth1-lstm/model.onnx --int8 --csv ...       # model.int8.onnx beside it
 
 Everything needed to prepare the input comes from the model's own metadata_props (written
 by pipeline.export): the tokenizer (inline, checked against its sha256) with its padding
@@ -24,6 +25,11 @@ prompt character outside the model's vocabulary is an error (the vocabulary has 
 otherwise; `cpu` and `cuda` ask for one, and `cuda` fails where CUDA cannot run. Which provider
 ran is read back from the session (onnxruntime-gpu falls back to the CPU silently), printed on
 stderr and put in the JSON, so a CPU run never passes for CUDA.
+
+onnxruntime's SessionOptions come from the model too (`session_settings`, the config's
+export.session): the `latency` ones for one row, the `throughput` ones for several texts.
+`--int8` runs the dynamically quantised model.int8.onnx that pipeline.export writes beside
+model.onnx; it is an error (exit 2) when there is none.
 """
 
 from __future__ import annotations
@@ -39,15 +45,20 @@ import numpy as np
 
 from pipeline import generation
 from pipeline.layout import METADATA_PREFIX as PREFIX
+from pipeline.layout import int8_model
 from pipeline.sessions import PROVIDERS, open_session
+
+
+INT8_SUFFIX = int8_model("model.onnx").name[len("model"):]  # ".int8.onnx"
 
 
 class PredictError(ValueError):
     """Input or model that this deployment path cannot use; the message says which and why."""
 
 
-def resolve_model(source: str) -> Path:
-    """An .onnx path, or an MLflow model URI downloaded to a local folder."""
+def resolve_model(source: str, int8: bool = False) -> Path:
+    """An .onnx path, or an MLflow model URI downloaded to a local folder; with `int8`, the
+    model.int8.onnx beside the path (pipeline.export writes it), or the *.int8.onnx in the folder."""
     if "://" in source or source.startswith("models:/") or source.startswith("runs:/"):
         import mlflow.artifacts
         from mlflow.exceptions import MlflowException
@@ -57,12 +68,22 @@ def resolve_model(source: str) -> Path:
         except MlflowException as exc:
             raise PredictError(f"{source}: {exc.message.splitlines()[0]} {registry_contents(source)}") from None
         found = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
-        if not found:
-            raise PredictError(f"{source}: no .onnx file in the downloaded model ({local})")
+        found = [f for f in found if f.name.endswith(INT8_SUFFIX) == int8]  # the fp32 or the INT8 one
+        if int8 and not found:
+            raise PredictError(f"{source}: --int8, but the downloaded model ({local}) holds no *{INT8_SUFFIX} file; "
+                               "drop --int8, or log the INT8 model that pipeline.export writes beside the fp32 one")
+        if len(found) != 1:  # a served (pyfunc) model holds its one ONNX file under artifacts/
+            raise PredictError(f"{source}: expected one .onnx file in the downloaded model ({local}), "
+                               f"found {len(found)}: {[str(f.relative_to(local)) for f in found]}")
         return found[0]
     path = Path(source)
     if not path.is_file():
         raise PredictError(f"{source}: no such ONNX file")
+    if int8 and not path.name.endswith(INT8_SUFFIX):
+        path = int8_model(path)
+        if not path.is_file():
+            raise PredictError(f"--int8: {path} not found beside {source}; produce it with "
+                               "`python -m pipeline.export <task> <model>` (export.int8: true, the default)")
     return path
 
 
@@ -80,8 +101,10 @@ def registry_contents(uri: str) -> str:
     except MlflowException:
         names = sorted(m.name for m in client.search_registered_models())
         return f"(registered models: {', '.join(names) or 'none'}; tracking URI {client.tracking_uri})"
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
-    aliases = ", ".join(f"@{alias} -> version {version}" for alias, version in sorted(model.aliases.items()))
+    found = {v.version: v.tags.get("model") for v in client.search_model_versions(f"name='{name}'")}
+    versions = sorted(int(v) for v in found)
+    aliases = ", ".join(f"@{alias} -> version {version}" + (f" ({found[version]})" if found.get(version) else "")
+                        for alias, version in sorted(model.aliases.items()))
     return f"(model {name} has versions {versions} and aliases: {aliases or 'none'})"
 
 
@@ -112,6 +135,22 @@ def open_model(path: Path, provider: str = "auto"):
                            "missing); export it with `python -m pipeline.export`")
     print(f"predict: {meta['task']}-{meta['model']} on {session.get_providers()[0]}", file=sys.stderr)
     return session, meta
+
+
+def workload_session(session, path: Path, meta: dict, rows: int):
+    """The session with the SessionOptions the model carries (`session_settings`, from the
+    config's export.session): `latency` for one row (a forecast, one text, each generated
+    character), `throughput` for several texts. Re-opening costs one more load of the model,
+    so it happens only when those settings differ from onnxruntime's defaults (0 threads)."""
+    workload = "latency" if rows == 1 else "throughput"
+    settings = json.loads(meta.get("session_settings", "{}")).get(workload) or {}
+    if not any(settings.values()):
+        return session
+    tuned, reason = open_session(path, session.get_providers()[0], settings)
+    if tuned is None:  # cannot happen for a provider that just ran the model; keep that session
+        print(f"predict: {workload} settings {settings} not applied ({reason})", file=sys.stderr)
+        return session
+    return tuned
 
 
 # ---- text classification --------------------------------------------------------------------
@@ -166,29 +205,37 @@ def classify(session, meta: dict, texts: list[str], tokenizer) -> list[dict]:
 
 def read_window(path: str, meta: dict) -> tuple[np.ndarray, list[str]]:
     """The last L rows of the model's columns, in file order; timestamps kept when present."""
-    columns, lookback = json.loads(meta["columns"]), int(meta["lookback"])
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError) as exc:
         raise PredictError(f"{path}: cannot read as UTF-8 CSV ({exc})") from None
+    return window_of(rows, meta, path)
+
+
+def window_of(rows: list[dict], meta: dict, source: str, first_line: int = 2, row_word: str = "line"):
+    """(values, times) of the last L rows (dicts by column, oldest first); `source`, `first_line`
+    and `row_word` name a bad cell (a CSV's data start on line 2; a served request's at row 0)."""
+    columns, lookback = json.loads(meta["columns"]), int(meta["lookback"])
     header = list(rows[0]) if rows else []
     absent = [c for c in columns if c not in header]
     if absent:
-        raise PredictError(f"{path}: column(s) {absent} not found; the model needs {columns}, the header has {header}")
+        raise PredictError(f"{source}: column(s) {absent} not found; the model needs {columns}, the header has {header}")
     if len(rows) < lookback:
-        raise PredictError(f"{path}: {len(rows)} data rows, but the model looks back {lookback} rows")
+        raise PredictError(f"{source}: {len(rows)} data rows, but the model looks back {lookback} rows")
+    first_line += len(rows) - lookback
     rows = rows[-lookback:]
     values = np.empty((lookback, len(columns)), dtype=np.float64)
-    first_line = 2 + len(rows) - lookback
     for r, row in enumerate(rows):
         for c, column in enumerate(columns):
             try:
                 values[r, c] = float(row[column])
             except (TypeError, ValueError):
-                raise PredictError(f"{path}: line {first_line + r}, column {column!r}: "
-                                   f"{row[column]!r} is not a number") from None
-    times = [row.get(meta.get("time_column", ""), "") for row in rows]
+                values[r, c] = np.nan
+            if not np.isfinite(values[r, c]):
+                raise PredictError(f"{source}: {row_word} {first_line + r}, column {column!r}: "
+                                   f"{row[column]!r} is not a finite number")
+    times = [str(row.get(meta.get("time_column", ""), "")) for row in rows]
     return values, times
 
 
@@ -246,14 +293,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, help="generator: sample among the K likeliest characters only")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
                         help="execution provider: auto = CUDA when it really loads, else the CPU")
+    parser.add_argument("--int8", action="store_true",
+                        help="run model.int8.onnx beside the given model (the *.int8.onnx of an MLflow model)")
     args = parser.parse_args(argv)
     try:
-        session, meta = open_model(resolve_model(args.model), args.provider)
+        path = resolve_model(args.model, args.int8)
+        session, meta = open_model(path, args.provider)
+        texts = read_texts(args.text, args.file) if meta["head"] == "classifier" else []
+        session = workload_session(session, path, meta, rows=max(1, len(texts)))
         if meta["head"] == "generator":
             prompt = check_generation_args(args.prompt, args.max_chars, args.temperature, args.top_k)
             result = generate_text(session, meta, prompt, args.max_chars, args.temperature, args.seed, args.top_k)
         elif meta["head"] == "classifier":
-            result = classify(session, meta, read_texts(args.text, args.file), load_tokenizer(meta, args.tokenizer))
+            result = classify(session, meta, texts, load_tokenizer(meta, args.tokenizer))
         else:
             if not args.csv:
                 raise PredictError(f"model {meta['task']} forecasts a series: pass --csv FILE")

@@ -4,9 +4,10 @@
     python -m pipeline.report --readme   # also rewrite the README's results table
 
 Reads only the pipeline's own outputs (metrics/, plots/). The champion of a task is the
-model with the better *validation* metric; the test set plays no part in the choice. With
-tracking on, the champion's newest registered version gets the alias `champion`, and the
-report is logged to every run it describes.
+model with the better *validation* metric; the test set plays no part in the choice (a tie
+goes to fewer parameters, then to the model name). With tracking on, the registered model of
+the task (named after it) gets the aliases `champion` and `challenger` on the newest version of
+the first and second model, and the report is logged to every run it describes.
 """
 
 from __future__ import annotations
@@ -56,10 +57,17 @@ def validation_key(task) -> str:
     return f"best/val/{task.metric}"
 
 
+def ranking(task, train: dict[str, dict]) -> list[str]:
+    """The models, best first, on the validation metric (never test). A tie goes to the model
+    with fewer parameters (`params/count`), then to the name in alphabetical order, so that the
+    same metrics always give the same order (and the registry the same aliases)."""
+    sign = -1 if task.maximize else 1
+    return sorted(train, key=lambda m: (sign * train[m][validation_key(task)], train[m]["params/count"], m))
+
+
 def champion(task, train: dict[str, dict]) -> str:
-    """The model with the better validation metric (never test)."""
-    better = max if task.maximize else min
-    return better(train, key=lambda model: train[model][validation_key(task)])
+    """The first of `ranking`: the registry's `champion`; the second is its `challenger`."""
+    return ranking(task, train)[0]
 
 
 def runs_of(config: Config, task: str) -> dict[str, RunPaths]:
@@ -232,12 +240,14 @@ def missing_handoffs(config: Config) -> list[str]:
 
 
 def promote_champions(config: Config, champions: dict[str, str], report: Path) -> None:
-    """Alias `champion` on the winner's newest registered version; log the report to each run."""
-    from pipeline.tracking import open_tracker, registry_set_champion
+    """Aliases `champion` and `challenger` on the registered model of each task (the newest
+    version of the first and second of `ranking`); log the report to each run."""
+    from pipeline.tracking import open_tracker, registry_set_aliases
 
     for task, best in champions.items():
         runs = runs_of(config, task)
-        registry_set_champion(config.tracking, task, best, [m for m in runs if m != best])
+        ranked = ranking(config.task[task], {m: read_json(paths.train_metrics) for m, paths in runs.items()})
+        registry_set_aliases(config.tracking, task, ranked)
         for model, paths in runs.items():
             handoff = read_json(paths.handoff)
             if handoff.get("run_id"):

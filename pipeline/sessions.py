@@ -16,7 +16,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 PROVIDERS = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -53,13 +53,41 @@ def explain(log_lines: list[str], provider: str) -> str:
     return f"{provider} is not available in this onnxruntime build"
 
 
-def open_session(path: str | Path, provider: str):
-    """(session, None) when `provider` really runs the model, else (None, reason)."""
+# The SessionOptions that `export.session` sets (conf/export/default.yaml documents each),
+# by the names the config uses. A key left out keeps onnxruntime's default.
+EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                       "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+SETTINGS = ("intra_op_num_threads", "inter_op_num_threads", "execution_mode", "graph_optimization_level")
+
+
+def session_options(settings: Mapping[str, Any] | None):
+    """onnxruntime.SessionOptions from `{intra_op_num_threads: 1, execution_mode: sequential, ...}`
+    (0 threads = onnxruntime's choice); None or {} gives onnxruntime's defaults."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    unknown = sorted(set(settings or {}) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"session settings: unknown key(s) {unknown}; expected some of {list(SETTINGS)}")
+    for key, value in (settings or {}).items():
+        if key == "execution_mode":
+            value = getattr(ort.ExecutionMode, EXECUTION_MODES[value])
+        elif key == "graph_optimization_level":
+            value = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[value])
+        setattr(options, key, value)
+    return options
+
+
+def open_session(path: str | Path, provider: str, settings: Mapping[str, Any] | None = None):
+    """(session, None) when `provider` really runs the model, else (None, reason). `settings`:
+    the SessionOptions by name (see `session_options`); None keeps onnxruntime's defaults."""
+    import onnxruntime as ort
+
+    options = session_options(settings)
     with captured_stderr() as log_lines:
         try:
-            session = ort.InferenceSession(str(path), providers=[provider])
+            session = ort.InferenceSession(str(path), sess_options=options, providers=[provider])
         except Exception as exc:  # onnxruntime raises its own Fail/RuntimeException types
             session, failure = None, without_machine_paths(f"{provider} failed to start: {exc}")
     if session is None:

@@ -6,6 +6,9 @@
 - Tags: git commit and dirty flag, the DVC stage, DVC_EXP_NAME when DVC sets it, and
   CUDA_VISIBLE_DEVICES when set (a queue worker pinned to a GPU).
 - `tracking.enabled: false` gives a tracker that does nothing.
+- Registry: one registered model per task, named after it; each validated model is a
+  version tagged `model`, `cell`, `run_id` and `git.commit`, and the report points the
+  aliases `champion` and `challenger` at the newest version of the first and second model.
 - An unreachable tracking server is an error at start-up, before any training.
 """
 
@@ -105,7 +108,10 @@ class NullTracker:
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_torch_model(self, model, input_example) -> None: ...
-    def log_onnx_model(self, path: str | Path, registered_name: str | None = None) -> None: ...
+    def log_onnx_model(self, path: str | Path) -> None: ...
+    def log_served_model(self, python_model, artifacts: Mapping[str, str], code_paths: list[str],
+                         pip_requirements: list[str], registered_name: str,
+                         version_tags: Mapping[str, str]) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
     def handoff(self) -> dict[str, str | None]:
@@ -171,11 +177,8 @@ class MlflowTracker(NullTracker):
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             serialization_format="pickle")  # an nn.Module: any batch and length, unlike a pt2 export
 
-    def log_onnx_model(self, path, registered_name=None):
-        """The ONNX model, its signature read from the graph (dynamic axes stay -1).
-
-        With `registered_name`, it also becomes a new version of that registered model.
-        """
+    def log_onnx_model(self, path):
+        """The ONNX model, its signature read from the graph (dynamic axes stay -1)."""
         import numpy as np
         import onnx
         import onnxruntime
@@ -192,34 +195,60 @@ class MlflowTracker(NullTracker):
         signature = ModelSignature(inputs=Schema([spec(v) for v in graph.graph.input]),
                                    outputs=Schema([spec(v) for v in graph.graph.output]))
         self._mlflow.onnx.log_model(graph, name="onnx-model", signature=signature,
-                                    pip_requirements=[f"onnxruntime-gpu=={onnxruntime.__version__}"],
-                                    registered_model_name=registered_name)
+                                    pip_requirements=[f"onnxruntime-gpu=={onnxruntime.__version__}"])
+
+    def log_served_model(self, python_model, artifacts, code_paths, pip_requirements, registered_name,
+                         version_tags):
+        """A pyfunc model (`mlflow models serve` serves it), logged as `served-model` and
+        registered as a new version of `registered_name`, tagged with `version_tags`."""
+        info = self._mlflow.pyfunc.log_model(
+            name="served-model", python_model=python_model, artifacts=dict(artifacts), code_paths=code_paths,
+            pip_requirements=pip_requirements, registered_model_name=registered_name)
+        client = self._mlflow.MlflowClient()
+        for key, value in version_tags.items():
+            client.set_model_version_tag(registered_name, info.registered_model_version, key, value)
+        log.info("registered %s version %s (%s)", registered_name, info.registered_model_version,
+                 ", ".join(f"{k}={v}" for k, v in version_tags.items()))
 
     def end(self, status="FINISHED"):
         self._mlflow.end_run(status=status)
 
 
-def registry_set_champion(tracking: TrackingConfig, task: str, best: str, others: list[str]) -> None:
-    """Point alias `champion` at the newest version of <task>-<best>; drop it from the others."""
+ALIASES = ("champion", "challenger")  # given in ranking order: the best model, the runner-up
+
+
+def newest_by_model(versions) -> dict[str, str]:
+    """{model tag: its newest version} over registered versions (a re-validated model has several)."""
+    newest: dict[str, str] = {}
+    for version in versions:
+        model = version.tags.get("model")
+        if model is not None and int(version.version) > int(newest.get(model, 0)):
+            newest[model] = version.version
+    return newest
+
+
+def registry_set_aliases(tracking: TrackingConfig, task: str, ranked: list[str]) -> None:
+    """On the registered model `task`: `champion` on the newest version of the first model of
+    `ranked` that has one, `challenger` on the second's; an alias with no model left is removed."""
     if not tracking.enabled:
         return
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(resolve_uri(tracking))
-    name = f"{task}-{best}"
-    versions = client.search_model_versions(f"name = '{name}'")
-    if not versions:
-        log.warning("registered model %s has no version; no champion alias set", name)
-        return
-    newest = max(versions, key=lambda v: int(v.version))
-    client.set_registered_model_alias(name, "champion", newest.version)
-    for other in others:
+    newest = newest_by_model(client.search_model_versions(f"name = '{task}'"))
+    unregistered = [m for m in ranked if m not in newest]
+    if unregistered:
+        log.warning("registered model %s has no version of %s; left out of the aliases", task, unregistered)
+    holders = [m for m in ranked if m in newest]
+    for alias, model in zip(ALIASES, holders):
+        client.set_registered_model_alias(task, alias, newest[model])
+        log.info("%s of %s: %s (version %s)", alias, task, model, newest[model])
+    for alias in ALIASES[len(holders):]:
         try:
-            client.delete_registered_model_alias(f"{task}-{other}", "champion")
+            client.delete_registered_model_alias(task, alias)
         except MlflowException:
-            pass  # it had no champion alias (or no registered model yet)
-    log.info("champion of %s: %s version %s", task, name, newest.version)
+            pass  # it had no such alias (or the task no registered model yet)
 
 
 def open_tracker(tracking: TrackingConfig, task: str, model: str, run_id: str | None = None) -> NullTracker:

@@ -11,10 +11,15 @@ onnxruntime printed, never as a CUDA result. For each provider that runs:
     long sequences, rows with padding), none of them the export example;
 (b) the test metric over the whole test set, against PyTorch's from training;
 (c) latency p50/p95 at batch 1 and 64 and throughput, with PyTorch eager timed the same way
-    in the same process.
+    in the same process: batch 1 on a session with `export.session.latency`'s settings,
+    batch 64 (and parity and the test metric) on one with `export.session.throughput`'s;
+(d) with `export.int8`, the INT8 model beside it (model.int8.onnx): its size, latency and
+    speed-ups over PyTorch eager and over the fp32 ONNX model, and its test metric, gated
+    against the fp32 ONNX model's (`INT8_GATES`), not on parity with PyTorch. Its figures are
+    flat `int8_*` keys of each provider's report, so MLflow gets them as metrics.
 
 The stage fails when a required provider (`export.required_providers`) is unavailable or
-a parity gate fails; the report is written either way.
+a gate (parity, test metric, INT8 test metric) fails; the report is written either way.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pipeline.files import read_json, write_json_atomic
 from pipeline.generation import encode, generate, session_step, session_zero_state, stream_loss
 from pipeline.models import STATES
 from pipeline.scoring import torch_step, zero_state
+from pipeline.layout import int8_model
 from pipeline.sessions import PROVIDERS, open_session
 from pipeline.tracking import open_tracker
 
@@ -42,6 +48,9 @@ log = logging.getLogger(__name__)
 MAX_ABS_DIFF = {"cuda": 1e-3, "cpu": 1e-4}
 METRIC_TOLERANCE = 1e-3
 LATENCY_BATCHES = (1, 64)
+# Which `export.session` settings time each batch. Parity and the test metric run on the
+# throughput session (bulk work; onnxruntime's results do not depend on the thread count).
+WORKLOAD_OF_BATCH = {1: "latency", 64: "throughput"}
 LATENCY_SEQUENCE = 256  # tokens per IMDB row when timing
 REPEATS = {1: 100, 64: 20}
 
@@ -130,28 +139,39 @@ def latency_input(head: str, args: dict, meta: dict, batch: int) -> np.ndarray:
     return rng.standard_normal((batch, meta["lookback"], args["n_channels"])).astype(np.float32)
 
 
-def latency_report(session, model, head: str, args: dict, meta: dict, device: torch.device) -> dict:
-    name = session.get_inputs()[0].name
+def onnx_latency(sessions: dict, head: str, args: dict, meta: dict) -> dict:
+    """p50/p95 latency and throughput per timed batch, each on its workload's session."""
     report = {}
     for batch in LATENCY_BATCHES:
-        x = latency_input(head, args, meta, batch)
-        x_torch = torch.from_numpy(x).to(device)
+        session = sessions[WORKLOAD_OF_BATCH[batch]]
+        feed = {session.get_inputs()[0].name: latency_input(head, args, meta, batch)}
+        ms = timings(lambda: session.run(None, feed), REPEATS[batch])
+        report.update({f"latency_ms_b{batch}_p50": float(np.median(ms)),
+                       f"latency_ms_b{batch}_p95": float(np.percentile(ms, 95)),
+                       f"throughput_b{batch}": batch * 1000.0 / float(np.median(ms))})
+    return report
+
+
+def torch_latency(model, head: str, args: dict, meta: dict, device: torch.device) -> dict:
+    report = {}
+    for batch in LATENCY_BATCHES:
+        x = torch.from_numpy(latency_input(head, args, meta, batch)).to(device)
 
         def eager():
             with torch.inference_mode():
-                model(x_torch)
+                model(x)
 
-        ort_ms = timings(lambda: session.run(None, {name: x}), REPEATS[batch])
-        torch_ms = timings(synced(eager, device), REPEATS[batch])
-        report.update({
-            f"latency_ms_b{batch}_p50": float(np.median(ort_ms)),
-            f"latency_ms_b{batch}_p95": float(np.percentile(ort_ms, 95)),
-            f"throughput_b{batch}": batch * 1000.0 / float(np.median(ort_ms)),
-            f"torch_latency_ms_b{batch}_p50": float(np.median(torch_ms)),
-            f"torch_latency_ms_b{batch}_p95": float(np.percentile(torch_ms, 95)),
-            f"speedup_vs_torch_b{batch}": float(np.median(torch_ms) / np.median(ort_ms)),
-        })
+        ms = timings(synced(eager, device), REPEATS[batch])
+        report.update({f"torch_latency_ms_b{batch}_p50": float(np.median(ms)),
+                       f"torch_latency_ms_b{batch}_p95": float(np.percentile(ms, 95))})
     return report
+
+
+def latency_report(sessions: dict, model, head: str, args: dict, meta: dict, device: torch.device) -> dict:
+    """ONNX (`sessions`: workload -> session) and PyTorch eager timed the same way, and the speed-ups."""
+    ours, theirs = onnx_latency(sessions, head, args, meta), torch_latency(model, head, args, meta, device)
+    return {**ours, **theirs, **{f"speedup_vs_torch_b{b}": theirs[f"torch_latency_ms_b{b}_p50"]
+                                 / ours[f"latency_ms_b{b}_p50"] for b in LATENCY_BATCHES}}
 
 
 # ---- a generator: the stateful graph ---------------------------------------------------------
@@ -196,17 +216,19 @@ def decode_latency(step, zero, device: torch.device) -> dict:
             "prompt_chars_per_s": PROMPT_CHARS * 1000.0 / float(np.median(reading))}
 
 
-def generator_checks(session, model, trained: TrainedRun, task, test_ids: np.ndarray, device: torch.device) -> dict:
-    """Parity on logits and state, the test loss, greedy generation and latency, ONNX against PyTorch."""
+def generator_checks(sessions: dict, model, trained: TrainedRun, task, test_ids: np.ndarray,
+                     device: torch.device) -> dict:
+    """Parity on logits and state, the test loss, greedy generation and latency, ONNX against
+    PyTorch: decoding (batch 1) on the latency session, parity and the test loss on the throughput one."""
     model.eval()
-    ours, theirs = session_step(session), torch_step(model, device)
-    ours_zero, theirs_zero = session_zero_state(session), zero_state(model)
+    ours, theirs, bulk = session_step(sessions["latency"]), torch_step(model, device), session_step(sessions["throughput"])
+    ours_zero, theirs_zero = session_zero_state(sessions["latency"]), zero_state(model)
     prompt = encode(task.train.sample_prompt, trained.meta["vocab"])
     greedy = [generate(step, zero(1), prompt, GREEDY_CHARS, 0.0, 0)
               for step, zero in ((ours, ours_zero), (theirs, theirs_zero))]
     onnx_speed, torch_speed = decode_latency(ours, ours_zero, device), decode_latency(theirs, theirs_zero, device)
-    return {"max_abs_diff": step_diff(ours, theirs, generator_parity_cases(trained.spec["args"])),
-            "onnx_metric": stream_loss(ours, ours_zero, test_ids, task.train.eval_streams, task.train.block_size),
+    return {"max_abs_diff": step_diff(bulk, theirs, generator_parity_cases(trained.spec["args"])),
+            "onnx_metric": stream_loss(bulk, ours_zero, test_ids, task.train.eval_streams, task.train.block_size),
             "greedy_chars": GREEDY_CHARS, "greedy_identical": greedy[0] == greedy[1],
             "ms_per_char": onnx_speed["ms_per_char"], "torch_ms_per_char": torch_speed["ms_per_char"],
             "speedup_vs_torch_per_char": torch_speed["ms_per_char"] / onnx_speed["ms_per_char"],
@@ -215,23 +237,88 @@ def generator_checks(session, model, trained: TrainedRun, task, test_ids: np.nda
             "speedup_vs_torch_prompt": onnx_speed["prompt_chars_per_s"] / torch_speed["prompt_chars_per_s"]}
 
 
+# ---- INT8: model.int8.onnx beside the fp32 model (export.int8) --------------------------------
+
+# INT8 is not held to parity with PyTorch (quantised weights move every output a little). Its
+# gate is the test metric against the fp32 ONNX model's, per task metric: (kind, limit), the
+# difference taken both ways ("within"). Accuracy: 0.3 points absolute; forecast MSE and the
+# generator's test loss (nats per character): 1% relative.
+INT8_GATES = {"acc": ("absolute", 0.003), "mse": ("relative", 0.01), "loss": ("relative", 0.01)}
+
+
+def int8_gate(int8_metric: float, fp32_metric: float, metric: str) -> dict:
+    kind, limit = INT8_GATES[metric]
+    change = abs(int8_metric - fp32_metric) / (abs(fp32_metric) if kind == "relative" else 1.0)
+    return {"int8_metric": int8_metric, "int8_metric_change": change, "int8_metric_change_limit": limit,
+            "int8_gate": kind}
+
+
+def int8_checks(sessions: dict, head: str, args: dict, meta: dict, loader, metric: str, fp32: dict) -> dict:
+    """Classifier or forecaster: the INT8 model's latency (as fp32's), its speed-ups over
+    PyTorch eager (timed once, for fp32) and over fp32 ONNX, and its test-metric gate."""
+    ours = onnx_latency(sessions, head, args, meta)
+    speedups = {}
+    for b in LATENCY_BATCHES:
+        ms = ours[f"latency_ms_b{b}_p50"]
+        speedups.update({f"speedup_vs_torch_b{b}": fp32[f"torch_latency_ms_b{b}_p50"] / ms,
+                         f"speedup_vs_fp32_b{b}": fp32[f"latency_ms_b{b}_p50"] / ms})
+    return ({f"int8_{k}": v for k, v in {**ours, **speedups}.items()}
+            | int8_gate(onnx_test_metric(sessions["throughput"], head, loader), fp32["onnx_metric"], metric))
+
+
+def generator_int8_checks(sessions: dict, task, test_ids: np.ndarray, fp32: dict) -> dict:
+    """Generator: ms per character and prompt reading, speed-ups, and the test-loss gate."""
+    step, zero = session_step(sessions["latency"]), session_zero_state(sessions["latency"])
+    speed = decode_latency(step, zero, torch.device("cpu"))
+    loss = stream_loss(session_step(sessions["throughput"]), zero, test_ids, task.train.eval_streams,
+                       task.train.block_size)
+    return {"int8_ms_per_char": speed["ms_per_char"], "int8_prompt_chars_per_s": speed["prompt_chars_per_s"],
+            "int8_speedup_vs_torch_per_char": fp32["torch_ms_per_char"] / speed["ms_per_char"],
+            "int8_speedup_vs_fp32_per_char": fp32["ms_per_char"] / speed["ms_per_char"],
+            **int8_gate(loss, fp32["onnx_metric"], task.metric)}
+
+
 # ---- the stage -------------------------------------------------------------------------------
 
 
-def validate_provider(key: str, trained: TrainedRun, task, loader, torch_metric: float) -> dict:
+def open_workloads(path, provider: str, session_config) -> tuple[dict | None, str | None]:
+    """({"latency": session, "throughput": session}, None) with `export.session`'s settings,
+    or (None, why the provider does not run the model)."""
+    sessions = {}
+    for workload in ("latency", "throughput"):
+        session, reason = open_session(path, provider, getattr(session_config, workload).model_dump())
+        if session is None:
+            return None, reason
+        sessions[workload] = session
+    return sessions, None
+
+
+def validate_provider(key: str, trained: TrainedRun, task, loader, torch_metric: float, export) -> dict:
+    """Every check of one provider: the fp32 model, then (export.int8) the INT8 model beside it."""
     provider = PROVIDERS[key]
-    session, reason = open_session(trained.paths.onnx_model, provider)
-    if session is None:
+    sessions, reason = open_workloads(trained.paths.onnx_model, provider, export.session)
+    if sessions is None:
         log.warning("%s unavailable: %s", provider, reason)
         return {"status": "unavailable", "reason": reason}
     device = torch.device("cuda" if key == "cuda" and torch.cuda.is_available() else "cpu")
     model, head, args, meta = trained.model.to(device), trained.head, trained.spec["args"], trained.meta
+    test_ids = loader.dataset.ids.numpy() if head == "generator" else None
     if head == "generator":
-        checks = generator_checks(session, model, trained, task, loader.dataset.ids.numpy(), device)
+        checks = generator_checks(sessions, model, trained, task, test_ids, device)
     else:
-        checks = {"max_abs_diff": max_abs_diff(session, model, head, parity_inputs(head, args, meta), device),
-                  "onnx_metric": onnx_test_metric(session, head, loader),
-                  **latency_report(session, model, head, args, meta, device)}
+        bulk = sessions["throughput"]
+        checks = {"max_abs_diff": max_abs_diff(bulk, model, head, parity_inputs(head, args, meta), device),
+                  "onnx_metric": onnx_test_metric(bulk, head, loader),
+                  **latency_report(sessions, model, head, args, meta, device)}
+    if export.int8:
+        int8_path = int8_model(trained.paths.onnx_model)  # main checked that it exists
+        int8_sessions, reason = open_workloads(int8_path, provider, export.session)
+        if int8_sessions is None:
+            checks["int8_status"] = f"unavailable: {reason}"
+        else:
+            checks["int8_bytes"] = int8_path.stat().st_size
+            checks.update(generator_int8_checks(int8_sessions, task, test_ids, checks) if head == "generator" else
+                          int8_checks(int8_sessions, head, args, meta, loader, task.metric, checks))
     result = {"status": "ok", "provider": provider, "torch_device": device.type,
               "max_abs_diff_limit": MAX_ABS_DIFF[key], "torch_metric": torch_metric,
               "metric_delta": abs(checks["onnx_metric"] - torch_metric), **checks}
@@ -249,6 +336,12 @@ def gate_problems(provider: str, result: dict) -> list[str]:
                         f"{result['metric_delta']:.3g} > {METRIC_TOLERANCE:g}")
     if result.get("greedy_identical") is False:
         problems.append(f"{provider}: greedy generation of {result['greedy_chars']} characters differs from PyTorch's")
+    if result.get("int8_metric_change", 0.0) > result.get("int8_metric_change_limit", np.inf):
+        problems.append(f"{provider} INT8: the test metric {result['int8_metric']:.6g} differs from the fp32 ONNX "
+                        f"model's {result['onnx_metric']:.6g} by {result['int8_metric_change']:.3g} "
+                        f"({result['int8_gate']}) > {result['int8_metric_change_limit']:g}")
+    if str(result.get("int8_status", "")).startswith("unavailable"):
+        problems.append(f"{provider} INT8: {result['int8_status']}")
     return problems
 
 
@@ -269,6 +362,9 @@ def failed_gates(report: dict, required: list[str]) -> list[str]:
 KEY_LATENCY = {"classifier": ("latency_ms_b1_p50", "speedup_vs_torch_b1"),
                "forecaster": ("latency_ms_b1_p50", "speedup_vs_torch_b1"),
                "generator": ("ms_per_char", "speedup_vs_torch_per_char")}
+# ... and the INT8 model's speed-up over the fp32 ONNX model at that same latency.
+KEY_INT8_SPEEDUP = {"classifier": "int8_speedup_vs_fp32_b1", "forecaster": "int8_speedup_vs_fp32_b1",
+                    "generator": "int8_speedup_vs_fp32_per_char"}
 
 
 def headline(report: dict, head: str) -> dict:
@@ -277,7 +373,8 @@ def headline(report: dict, head: str) -> dict:
     columns wide. Parity is the largest difference from PyTorch as a fraction of its gate
     (<= 1 passes), readable at DVC's default precision where 1e-6 would print as 0. Whether
     the gates passed needs no column: a failed gate fails the stage. Percentiles, throughput
-    and error texts stay in the full report (metrics/onnx/)."""
+    and error texts stay in the full report (metrics/onnx/). INT8 gets one column, the CPU's
+    (INT8 kernels are CPU kernels): its speed-up over the fp32 ONNX model."""
     latency, speedup = KEY_LATENCY[head]
     scores: dict = {}
     for key in PROVIDERS:
@@ -285,6 +382,8 @@ def headline(report: dict, head: str) -> dict:
         if result["status"] == "ok":
             scores.update({f"{key}_parity": float(f"{result['max_abs_diff'] / MAX_ABS_DIFF[key]:.3g}"),
                            f"{key}_ms": round(result[latency], 3), f"{key}_speedup": round(result[speedup], 2)})
+    if KEY_INT8_SPEEDUP[head] in report["cpu"]:
+        scores["cpu_int8_speedup"] = round(report["cpu"][KEY_INT8_SPEEDUP[head]], 2)
     return scores
 
 
@@ -297,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         metric = f"test/{task.metric}"
         data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed)
         export_info = read_json(trained.paths.export_info)
+        if config.export.int8 and not int8_model(trained.paths.onnx_model).is_file():
+            raise FileNotFoundError(f"{int8_model(trained.paths.onnx_model)}: not found, but export.int8 is true; "
+                                    f"export it with `python -m pipeline.export {task_name} {model_name}`")
     except (ConfigError, FileNotFoundError) as exc:
         print(f"validate@{name}: {exc}", file=sys.stderr)
         return 1
@@ -304,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"metric": metric, "export/seconds": export_info["export/seconds"],
               "required_providers": list(config.export.required_providers)}
     for key in PROVIDERS:
-        report[key] = validate_provider(key, trained, task, data.test, trained.metrics[metric])
+        report[key] = validate_provider(key, trained, task, data.test, trained.metrics[metric], config.export)
     problems = failed_gates(report, report["required_providers"])
     report["passed"] = not problems
     write_json_atomic(trained.paths.onnx_metrics, report)
@@ -314,8 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         result = report[key]
         speed = ", ".join(f"{k[len('speedup_vs_torch_'):]} {v:.2f}x torch" for k, v in result.items()
                           if k.startswith("speedup_vs_torch_"))
+        int8 = (f"; INT8 {metric} {result['int8_metric']:.4g} ({result['int8_gate']} change "
+                f"{result['int8_metric_change']:.2g}, limit {result['int8_metric_change_limit']:g}), "
+                f"{result[KEY_INT8_SPEEDUP[task.head]]:.2f}x fp32" if "int8_metric" in result else "")
         log.info("validate@%s %s: %s", name, key, result["status"] if result["status"] != "ok" else
-                 f"max|d| {result['max_abs_diff']:.2g}, {metric} delta {result['metric_delta']:.2g}, {speed}")
+                 f"max|d| {result['max_abs_diff']:.2g}, {metric} delta {result['metric_delta']:.2g}, {speed}{int8}")
     if problems:
         print(f"validate@{name}: gates failed:\n  - " + "\n  - ".join(problems), file=sys.stderr)
         return 1
@@ -333,8 +438,16 @@ def log_to_training_run(config, task_name: str, model_name: str, trained: Traine
     tracker.log_metrics({**numbers, "onnx/export_seconds": report["export/seconds"]})
     tracker.set_tags({f"onnx.{key}.status": report[key]["status"] for key in PROVIDERS})
     tracker.log_artifact(trained.paths.onnx_metrics, "onnx")
-    # Only a model that passed every gate becomes a registered version.
-    tracker.log_onnx_model(trained.paths.onnx_model, trained.paths.name if report["passed"] else None)
+    tracker.log_onnx_model(trained.paths.onnx_model)
+    if report["passed"]:  # only a model that passed every gate becomes a version of the task's model
+        from pipeline import serving
+        from pipeline.tracking import git_tags
+
+        tags = {"model": model_name, "cell": config.model[model_name].cell, "run_id": handoff["run_id"],
+                "git.commit": git_tags()["git.commit"]}
+        with serving.staged_code() as code:
+            tracker.log_served_model(serving.OnnxModel(), {serving.ONNX_ARTIFACT: str(trained.paths.onnx_model)},
+                                     [code], serving.pip_requirements(), task_name, tags)
     tracker.end()
 
 

@@ -112,8 +112,8 @@ def test_a_pipeline_run_logs_to_mlflow_on_postgresql_and_reads_back(pipeline_rep
     assert run.data.metrics["test/mse"] == pytest.approx(test_mse)
     assert "onnx/cpu/max_abs_diff" in run.data.metrics  # validate added to the same run
     assert len(client.get_metric_history(run.info.run_id, "val/mse")) == 2
-    (version,) = client.search_model_versions("name = 'etth1-gru'")
-    assert version.run_id == run.info.run_id
+    (version,) = client.search_model_versions("name = 'etth1'")   # the registry is by task
+    assert version.run_id == run.info.run_id and version.tags["model"] == "gru"
     # The artifacts went through the server into its artifact root, not into the repo.
     assert list(artifacts.rglob("model.onnx")) and list(artifacts.rglob("curves.png"))
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
@@ -122,5 +122,5 @@ def test_a_pipeline_run_logs_to_mlflow_on_postgresql_and_reads_back(pipeline_rep
     with psycopg.connect(postgres.replace("+psycopg", "")) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,))
         assert cursor.fetchall() == [("FINISHED",)]
-        cursor.execute("SELECT count(*) FROM registered_models WHERE name = 'etth1-gru'")
+        cursor.execute("SELECT count(*) FROM registered_models WHERE name = 'etth1'")
         assert cursor.fetchone() == (1,)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -169,12 +170,13 @@ def test_predict_says_which_provider_ran_and_never_passes_a_cpu_run_off_as_cuda(
 def test_predict_lists_what_the_registry_holds_when_a_model_uri_names_nothing(pipeline_repo):
     repo, *_ = pipeline_repo
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"}
-    no_alias = predict(repo, "models:/imdb-gru@nonesuch", "--text", "superb film", env=env)
+    no_alias = predict(repo, "models:/imdb@nonesuch", "--text", "superb film", env=env)
     assert no_alias.returncode == 2 and "Traceback" not in no_alias.stderr, no_alias.stderr
-    assert "models:/imdb-gru@nonesuch: " in no_alias.stderr and "model imdb-gru has versions [1" in no_alias.stderr
+    assert "models:/imdb@nonesuch: " in no_alias.stderr and "model imdb has versions [1, 2, 3]" in no_alias.stderr
+    assert re.search(r"@champion -> version \d+ \((lstm|gru|peephole)\)", no_alias.stderr), no_alias.stderr
     no_model = predict(repo, "models:/nonesuch@champion", "--text", "superb film", env=env)
     assert no_model.returncode == 2 and "Traceback" not in no_model.stderr, no_model.stderr
-    assert "registered models: " in no_model.stderr and "imdb-gru" in no_model.stderr
+    assert "registered models: " in no_model.stderr and "imdb" in no_model.stderr
 
 
 def test_predict_forecasts_from_a_csv_slice_without_torch(pipeline_repo, tmp_path):
@@ -263,7 +265,8 @@ def test_generator_validation_holds_parity_test_loss_greedy_text_and_latency(pip
     scores = json.loads((repo / "scores/onnx/shakespeare-lstm.json").read_text())
     assert scores == {"cpu_parity": pytest.approx(cpu["max_abs_diff"] / 1e-4, rel=0.01),
                       "cpu_ms": pytest.approx(cpu["ms_per_char"], abs=5e-4),
-                      "cpu_speedup": pytest.approx(cpu["speedup_vs_torch_per_char"], abs=5e-3)}
+                      "cpu_speedup": pytest.approx(cpu["speedup_vs_torch_per_char"], abs=5e-3),
+                      "cpu_int8_speedup": pytest.approx(cpu["int8_speedup_vs_fp32_per_char"], abs=5e-3)}
 
 
 def test_predict_generates_without_torch_reproducibly_and_as_pytorch_does(pipeline_repo):

@@ -147,7 +147,7 @@ def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo
             assert handoff["run_id"] == run_id
             logged = client.search_logged_models([experiment.experiment_id],
                                                  filter_string=f"source_run_id = '{run_id}'")
-            assert sorted(m.name for m in logged) == ["onnx-model", "pytorch-model"]
+            assert sorted(m.name for m in logged) == ["onnx-model", "pytorch-model", "served-model"]
             assert run.data.tags["onnx.cpu.status"] == "ok" and "onnx/cpu/max_abs_diff" in run.data.metrics
             onnx_model = next(m for m in logged if m.name == "onnx-model")
             signature = logged_signature(repo, onnx_model.model_id)
