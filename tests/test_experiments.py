@@ -28,7 +28,9 @@ def nested(overrides: list[str]) -> dict:
 def test_dvc_exp_run_with_an_override_recomposes_params_and_logs_a_new_mlflow_run(tmp_path):
     mirror = make_mirror(tmp_path / "mirror")
     repo = copy_repo(tmp_path / "repo")
-    tiny = nested([*TINY_OVERRIDES, *mirror_checksums(mirror)])
+    # INT8 off: its gate is sized for the real models, and this test's wider tiny GRU (hidden 20)
+    # moved its test MSE by 1.1 % under INT8 on the Xeon; tests/test_int8.py covers INT8
+    tiny = nested([*TINY_OVERRIDES, "export.int8=false", *mirror_checksums(mirror)])
     (repo / "conf/tiny.yaml").write_text(yaml.safe_dump({"defaults": ["config", "_self_"], **tiny}))
     run_in(repo, "dvc", "config", "hydra.config_name", "tiny")
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org"]
