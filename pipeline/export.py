@@ -181,9 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export@{name}: {exc}", file=sys.stderr)
         return 1
     onnx_model = trained.paths.onnx_model
-    if not config.export.int8:
+    if config.export.int8:
+        int8 = quantise_int8(onnx_model, int8_model(onnx_model))
+    else:
+        int8 = None
         int8_model(onnx_model).unlink(missing_ok=True)  # never leave a stale one for `predict --int8`
-    int8 = quantise_int8(onnx_model, int8_model(onnx_model)) if config.export.int8 else None
     write_json_atomic(trained.paths.export_info, {
         "export/seconds": round(seconds, 3), "opset": config.export.opset, "dynamo": config.export.dynamo,
         "inputs": interface["inputs"], "outputs": interface["outputs"], "bytes": onnx_model.stat().st_size,

@@ -24,6 +24,7 @@ a gate (parity, test metric, INT8 test metric) fails; the report is written eith
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -37,9 +38,9 @@ from pipeline.config import ConfigError, load_task, stage_args
 from pipeline.datasets import load_task_data
 from pipeline.files import read_json, write_json_atomic
 from pipeline.generation import encode, generate, session_step, session_zero_state, stream_loss
+from pipeline.layout import int8_model
 from pipeline.models import STATES
 from pipeline.scoring import torch_step, zero_state
-from pipeline.layout import int8_model
 from pipeline.sessions import PROVIDERS, open_session
 from pipeline.tracking import open_tracker
 
@@ -283,13 +284,18 @@ def generator_int8_checks(sessions: dict, task, test_ids: np.ndarray, fp32: dict
 
 def open_workloads(path, provider: str, session_config) -> tuple[dict | None, str | None]:
     """({"latency": session, "throughput": session}, None) with `export.session`'s settings,
-    or (None, why the provider does not run the model)."""
-    sessions = {}
+    or (None, why the provider does not run the model). Equal settings share one session (the
+    default: loading a model twice costs time and memory for nothing)."""
+    sessions, by_settings = {}, {}
     for workload in ("latency", "throughput"):
-        session, reason = open_session(path, provider, getattr(session_config, workload).model_dump())
-        if session is None:
-            return None, reason
-        sessions[workload] = session
+        settings = getattr(session_config, workload).model_dump()
+        key = json.dumps(settings, sort_keys=True)
+        if key not in by_settings:
+            session, reason = open_session(path, provider, settings)
+            if session is None:
+                return None, reason
+            by_settings[key] = session
+        sessions[workload] = by_settings[key]
     return sessions, None
 
 

@@ -55,6 +55,12 @@ def test_the_config_has_a_thread_count_per_workload_and_validate_opens_one_sessi
     assert WORKLOAD_OF_BATCH == {1: "latency", 64: "throughput"}
 
 
+def test_workloads_with_equal_settings_share_one_session_so_validate_loads_the_model_once(tiny_model):
+    config = validate(compose([]))   # both workloads: onnxruntime's defaults
+    sessions, reason = open_workloads(tiny_model, PROVIDERS["cpu"], config.export.session)
+    assert reason is None and sessions["latency"] is sessions["throughput"]
+
+
 @pytest.mark.parametrize("override, key, allowed", [
     ("export.session.latency.intra_op_num_threads=-1", "export.session.latency.intra_op_num_threads",
      "greater than or equal to 0"),
