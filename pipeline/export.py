@@ -167,6 +167,15 @@ def quantise_int8(fp32_path: Path, int8_path: Path) -> dict:
             "fp32_recurrent_nodes": {op: ops.count(op) for op in RECURRENT_OPS if op in ops}}
 
 
+def int8_beside(onnx_model: Path, enabled: bool) -> dict | None:
+    """With export.int8, model.int8.onnx beside `onnx_model` (what quantise_int8 did); without,
+    None, and no INT8 file left over from an earlier export for `predict --int8` to pick up."""
+    if enabled:
+        return quantise_int8(onnx_model, int8_model(onnx_model))
+    int8_model(onnx_model).unlink(missing_ok=True)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     task_name, model_name = stage_args("pipeline.export", ["task", "model"], argv)
     name = f"{task_name}-{model_name}"
@@ -181,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export@{name}: {exc}", file=sys.stderr)
         return 1
     onnx_model = trained.paths.onnx_model
-    if config.export.int8:
-        int8 = quantise_int8(onnx_model, int8_model(onnx_model))
-    else:
-        int8 = None
-        int8_model(onnx_model).unlink(missing_ok=True)  # never leave a stale one for `predict --int8`
+    int8 = int8_beside(onnx_model, config.export.int8)
     write_json_atomic(trained.paths.export_info, {
         "export/seconds": round(seconds, 3), "opset": config.export.opset, "dynamo": config.export.dynamo,
         "inputs": interface["inputs"], "outputs": interface["outputs"], "bytes": onnx_model.stat().st_size,

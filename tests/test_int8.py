@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pipeline import predict
-from pipeline.export import export_onnx, graph_interface, quantise_int8
+from pipeline.export import export_onnx, graph_interface, int8_beside, quantise_int8
 from pipeline.layout import int8_model
 from pipeline.models import Forecaster, SequenceClassifier
 from pipeline.validate import INT8_GATES, gate_problems, headline, int8_gate
@@ -40,6 +40,13 @@ def ops(path) -> Counter:
 def run(path, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def test_export_without_int8_leaves_no_int8_model_from_an_earlier_export(tmp_path):
+    _, path = exported_forecaster(tmp_path, "lstm")
+    assert int8_beside(path, True)["bytes"] > 0 and int8_model(path).is_file()
+    assert int8_beside(path, False) is None
+    assert not int8_model(path).exists() and path.is_file()
 
 
 @pytest.mark.parametrize("cell", ["lstm", "lstm_peephole"])
