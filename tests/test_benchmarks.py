@@ -57,7 +57,7 @@ def bench_repo(pipeline_repo, tmp_path):
 
 def test_one_command_measures_every_section_with_medians_and_writes_the_table(bench_repo, tmp_path):
     out = tmp_path / "results"
-    sections = "train,peephole,roofline,onnx,export,prepare,repro-noop"
+    sections = "train,peephole,roofline,onnx,profile,export,prepare,repro-noop"
     result = run_in(bench_repo, sys.executable, "-m", "benchmarks.run", "--repeats", "2", "--batches", "2",
                     "--matmul-size", "128", "--only", sections, "--out", str(out))
     (json_file,) = out.glob("*.json")
@@ -81,6 +81,16 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
         assert cpu["status"] == "ok"
         check(cpu["latency_ms_b1_p50"])
         assert cpu["latency_ms_b64_p95"]["median"] >= cpu["latency_ms_b64_p50"]["median"]
+        assert cpu["target"] == 1.2 and cpu["target_met_b64"] == (cpu["speedup_vs_torch_b64"]["median"] >= 1.2)
+        int8, gru = cpu["int8"], name.endswith("-gru")
+        check(int8["latency_ms_b1_p50"])
+        assert int8["bytes"] > 0 and int8["target"] == (None if gru else 2.0)
+        assert int8["target_met_b1"] == (gru or int8["speedup_vs_torch_b1"]["median"] >= 2.0)
+        for batch in ("b1", "b64"):  # the profile shows which kernel runs the recurrence
+            profile = results["profile"][name][batch]
+            assert profile["torch"]["ms_total"] > 0 and 0 < profile["fp32"]["top"][0]["share"] <= 1
+            assert ("GRU" if gru else "LSTM") in profile["fp32"]["ops"]
+            assert ("GRU" if gru else "DynamicQuantizeLSTM") in profile["int8"]["ops"]  # no quantised GRU kernel
         if not torch.cuda.is_available():
             assert results["onnx"][name]["cuda"]["status"] == "unavailable"  # never CPU figures as CUDA
         check(results["export"][name]["seconds"])
@@ -96,9 +106,10 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
 
     table = (out / f"{json_file.stem}.md").read_text()
     assert table in result.stdout
-    for heading in ("(a) Training throughput", "(a2) Training throughput: the peephole", "(b) Roofline", "(c) onnxruntime", "(d) ONNX export",
-                    "(e) Prepare", "(f) `dvc repro`"):
+    for heading in ("(a) Training throughput", "(a2) Training throughput: the peephole", "(b) Roofline", "(c) onnxruntime",
+                    "(c2) Where the time goes", "(d) ONNX export", "(e) Prepare", "(f) `dvc repro`"):
         assert heading in table
+    assert "| etth1-lstm | cpu INT8 (" in table and "(≥ 2×)" in table and "(no target)" in table
     rendered = run_in(bench_repo, sys.executable, "-m", "benchmarks.run", "--render", str(json_file))
     assert rendered.stdout.strip() == table.strip()  # the committed table is re-made from its JSON alone
 
