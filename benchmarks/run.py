@@ -65,15 +65,25 @@ def cpu_field(field: str, default: str = "") -> str:
 # CPU vendors by /proc/cpuinfo's vendor_id: the same core count and architecture can be an AMD
 # EPYC one session and an Intel Xeon the next, several times apart in speed.
 VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}
+# One vendor spans generations too: a 2-core EPYC with AVX-512 and bf16 and one with AVX2 only
+# trained Tiny Shakespeare 2.5x apart. The widest vector extension the CPU reports (its
+# /proc/cpuinfo flags, widest first) names the generation.
+SIMD_LEVELS = (("amx_tile", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"), ("avx2", "avx2"))
+
+
+def simd_level(flags: str) -> str:
+    present = set(flags.split())
+    return next((level for flag, level in SIMD_LEVELS if flag in present), "")
 
 
 def host_kind(device: torch.device) -> str:
-    """cuda-<gpu name> or cpu-<vendor>-<cores>core-<arch>: the name of the results file."""
+    """cuda-<gpu name> or cpu-<vendor>-<simd>-<cores>core-<arch>: the name of the results file."""
     if device.type == "cuda":
         name = f"cuda-{torch.cuda.get_device_name(device)}"
     else:
-        vendor = cpu_field("vendor_id")
-        name = f"cpu-{VENDORS.get(vendor, vendor or 'unknown')}-{os.cpu_count()}core-{platform.machine()}"
+        vendor = VENDORS.get(cpu_field("vendor_id"), cpu_field("vendor_id") or "unknown")
+        simd = simd_level(cpu_field("flags"))
+        name = f"cpu-{vendor}-{simd + '-' if simd else ''}{os.cpu_count()}core-{platform.machine()}"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 

@@ -125,10 +125,17 @@ def test_bad_arguments_and_a_missing_pipeline_get_clear_errors(bench_repo, tmp_p
     assert not (tmp_path / "none").exists()  # nothing half-written
 
 
-@pytest.mark.parametrize("vendor_id, kind", [("AuthenticAMD", "cpu-amd-"), ("GenuineIntel", "cpu-intel-")])
-def test_cpu_results_are_named_by_vendor_so_an_epyc_and_a_xeon_never_share_a_file(monkeypatch, vendor_id, kind):
+@pytest.mark.parametrize("vendor_id, flags, kind", [
+    ("AuthenticAMD", "fpu avx avx2", "cpu-amd-avx2-"),
+    ("AuthenticAMD", "avx2 avx512f avx512_bf16", "cpu-amd-avx512bf16-"),
+    ("GenuineIntel", "avx2 avx512f", "cpu-intel-avx512-"),
+    ("GenuineIntel", "", "cpu-intel-")])
+def test_cpu_results_are_named_by_vendor_and_vector_extension_so_different_cpus_never_share_a_file(
+        monkeypatch, vendor_id, flags, kind):
     from benchmarks import run
 
-    monkeypatch.setattr(run, "cpu_field", lambda field, default="": vendor_id if field == "vendor_id" else default)
+    fields = {"vendor_id": vendor_id, "flags": flags}
+    monkeypatch.setattr(run, "cpu_field", lambda field, default="": fields.get(field, default))
     name = run.host_kind(torch.device("cpu"))
     assert name.startswith(kind) and name.endswith("core-" + run.platform.machine().lower().replace("_", "-"))
+    assert name[len(kind):].split("-")[0].endswith("core")  # no extension where none is reported
