@@ -81,7 +81,8 @@ def host_kind(device: torch.device) -> str:
     if device.type == "cuda":
         name = f"cuda-{torch.cuda.get_device_name(device)}"
     else:
-        vendor = VENDORS.get(cpu_field("vendor_id"), cpu_field("vendor_id") or "unknown")
+        vendor_id = cpu_field("vendor_id")
+        vendor = VENDORS.get(vendor_id, vendor_id or "unknown")
         simd = simd_level(cpu_field("flags"))
         name = f"cpu-{vendor}-{simd + '-' if simd else ''}{os.cpu_count()}core-{platform.machine()}"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
@@ -550,6 +551,12 @@ def onnx_row(name: str, label: str, r: dict, fp32: dict) -> str:
             f"{fmt(r['throughput_b64'], digits=0)} | {speedups} ({target}) |")
 
 
+def profiled_runs() -> str:
+    from pipeline.validate import REPEATS
+
+    return ", ".join(f"{runs} at batch {batch}" for batch, runs in REPEATS.items())
+
+
 def profile_cell(profile: dict) -> str:
     top = ", ".join(f"{t['op']} {t['ms']:.2f} ({t['share']:.0%})" for t in profile["top"])
     return f"{profile['ms_total']:.2f} ms: {top}"
@@ -605,7 +612,7 @@ def markdown(results: dict) -> str:
         lines += ["", "## (c2) Where the time goes (CPU; ms per run by op type, share of the op total)", "",
                   "onnxruntime's profiler (`SessionOptions.enable_profiling`: the kernel time of each node, "
                   "summed by op type) and torch.profiler (self CPU time per aten op), over the runs "
-                  "validate times: 100 at batch 1, 20 at batch 64. The evidence behind each missed target above.",
+                  f"validate times: {profiled_runs()}. The evidence behind each missed target above.",
                   "", "| model | batch | PyTorch eager | onnxruntime fp32 | onnxruntime INT8 |", "|---|---|---|---|---|"]
         for name, batches in results["profile"].items():
             for batch, row in batches.items():
