@@ -19,8 +19,11 @@ from pipeline.models import build_model
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Atomically. Saved through a file handle: given a path, torch names the archive's top
+    folder after the (random) temporary file, so equal states would give unequal bytes and
+    DVC would re-run every stage downstream of an identical retrain."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:

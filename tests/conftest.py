@@ -39,7 +39,8 @@ TINY_OVERRIDES = [
     "task.shakespeare.train.epochs=2", "task.shakespeare.train.steps_per_epoch=4",
     "task.shakespeare.train.batch_size=8", "task.shakespeare.train.block_size=32",
     "task.shakespeare.train.eval_batch_size=16", "task.shakespeare.train.eval_streams=4",
-    "task.shakespeare.models=[lstm,gru,peephole]",   # the opt-in: every cell on every head
+    # the opt-ins: every cell on every head
+    "task.imdb.models=[lstm,gru,peephole]", "task.shakespeare.models=[lstm,gru,peephole]",
     *(f"model.{m}.{key}" for m in ("lstm", "gru", "peephole") for key in (
         "classifier.embedding_dim=8", "classifier.hidden_size=8",
         "forecaster.hidden_size=16", "forecaster.segment_len=6",

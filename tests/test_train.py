@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.checkpoints import save_checkpoint
 from pipeline.config import load_config
 from pipeline.datasets import EpochBatchSampler
 from pipeline.models import build_model
@@ -88,6 +89,16 @@ def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(repo):
     assert checkpoint["config"]["model"]["gru"]["cell"] == "gru"
     assert model.eval()(torch.tensor([[5, 6, 7, 0]])).shape == (1, 2)
     assert json.loads((repo / "models/imdb-gru/mlflow.json").read_text())["run_id"] is None
+
+
+def test_equal_states_save_to_equal_bytes_so_dvc_sees_an_identical_retrain_as_unchanged(tmp_path):
+    state = {"state_dict": build_model("forecaster", {"cell": "gru", "n_channels": 2, "horizon": 3, "hidden_size": 4,
+                                                      "num_layers": 1, "dropout": 0.0, "revin": True, "segment_len": 0,
+                                                      "channel_independent": True}).state_dict()}
+    save_checkpoint(tmp_path / "a.pt", state)
+    save_checkpoint(tmp_path / "b.pt", state)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"].keys() == state["state_dict"].keys()
 
 
 def test_an_unreachable_tracking_server_fails_at_start_up(repo):
