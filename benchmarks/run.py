@@ -14,9 +14,16 @@
 (e) prepare    IMDB prepare throughput (reviews/s), ETTh1 rows/s
 (f) repro      `dvc repro` wall time: full (a fresh clone of HEAD, empty cache) and no-op (all up
                to date; must be <= 5 s)
+(g) serve      each task's champion behind `mlflow models serve` on 127.0.0.1: throughput and p50 /
+               p95 / p99 under a bounded load from concurrent clients, and every over-limit or
+               malformed request sent during it refused with its 4xx (benchmarks/serving_load.py)
 
-Every figure is the median of --repeats runs, with min and max. Sections run in the order
-above; --only picks some. The machine should be otherwise idle.
+Every figure is the median of --repeats runs, with min and max (and the runs' values). Sections
+run in the order above; --only picks some, --runs some task-model runs, and --timing-runs the
+timed calls behind each latency and profile figure (validate's 100 at batch 1 and 20 at batch 64
+by default). The machine should be otherwise idle. A quick look:
+
+    python -m benchmarks.run --runs imdb-lstm,etth1-gru --timing-runs 3 --repeats 2
 """
 
 from __future__ import annotations
@@ -45,14 +52,22 @@ from pipeline.datasets import load_task_data
 from pipeline.distributed import pick_device, uses_bf16
 from pipeline.files import read_json, write_json_atomic, write_text_atomic
 
-SECTIONS = ("train", "peephole", "roofline", "onnx", "profile", "export", "prepare", "repro-full", "repro-noop")
+SECTIONS = ("train", "peephole", "roofline", "onnx", "profile", "export", "prepare", "repro-full", "repro-noop",
+            "serve")
 TRAIN_RATIO_TARGET = 0.95
 NOOP_TARGET_S = 5.0
 
 
 def stats(values: list[float]) -> dict:
     return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values)),
-            "n": len(values)}
+            "n": len(values), "values": [float(v) for v in values]}
+
+
+def verdict(values: list[float], target: float, higher_is_better: bool = True) -> dict:
+    """The figures' stats, the target, and whether their median meets it."""
+    median = float(np.median(values))
+    return {"stats": stats(values), "target": target,
+            "met": bool(median >= target if higher_is_better else median <= target)}
 
 
 def cpu_field(field: str, default: str = "") -> str:
@@ -206,9 +221,8 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
                         "steps_per_s": stats([work["steps"] / s for s in values]),
                         "flop_per_s": stats([work["flops"] / s for s in values])}
     ratios = [b / o for o, b in zip(seconds["ours"], seconds["bare"])]  # throughput ours / bare
-    result["ratio_ours_to_bare"] = stats(ratios)
-    result["ratio_target"] = TRAIN_RATIO_TARGET
-    result["ratio_met"] = bool(np.median(ratios) >= TRAIN_RATIO_TARGET)
+    ratio = verdict(ratios, TRAIN_RATIO_TARGET)
+    result.update(ratio_ours_to_bare=ratio["stats"], ratio_target=ratio["target"], ratio_met=ratio["met"])
     return result
 
 
@@ -251,14 +265,14 @@ def bench_peephole(config: Config, task_name: str, device: torch.device, repeats
     for cell, values in seconds.items():
         result[cell] = {"seconds": stats(values), "samples_per_s": stats([samples / v for v in values])}
     ratios = [lstm / peephole for lstm, peephole in zip(seconds["lstm"], seconds["lstm_peephole"])]
-    result.update(ratio_peephole_to_lstm=stats(ratios), ratio_target=PEEPHOLE_RATIO_TARGET,
-                  ratio_met=bool(np.median(ratios) >= PEEPHOLE_RATIO_TARGET))
+    ratio = verdict(ratios, PEEPHOLE_RATIO_TARGET)
+    result.update(ratio_peephole_to_lstm=ratio["stats"], ratio_target=ratio["target"], ratio_met=ratio["met"])
     return result
 
 
 def rate(run, flops: int, device: torch.device, repeats: int) -> list[float]:
     """FLOP/s of `run` (doing `flops`), one figure per timed call, after validate's warm-up."""
-    from pipeline.validate import timings
+    from pipeline.latency import timings
 
     return [flops / (ms / 1000.0) for ms in timings(lambda: (run(), synchronize(device)), repeats)]
 
@@ -316,20 +330,20 @@ def onnx_target(variant: str, cell: str) -> float | None:
 
 def with_targets(result: dict, target: float | None) -> dict:
     """`result` plus its target and, per timed batch, whether the median speed-up meets it."""
-    from pipeline.validate import LATENCY_BATCHES
+    from pipeline.latency import LATENCY_BATCHES
 
-    met = {f"target_met_b{b}": target is None or result[f"speedup_vs_torch_b{b}"]["median"] >= target
+    met = {f"target_met_b{b}": target is None or verdict(result[f"speedup_vs_torch_b{b}"]["values"], target)["met"]
            for b in LATENCY_BATCHES}
     return {**result, "target": target, **met}
 
 
-def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
+def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int, timing_runs: dict[int, int]) -> dict:
     """Per provider: the fp32 model and (where export wrote it) the INT8 model beside it, each
     timed against the same PyTorch eager runs; their speed-ups and the targets."""
     from pipeline.checkpoints import load_trained
+    from pipeline.latency import LATENCY_BATCHES, latency_report, onnx_latency
     from pipeline.layout import int8_model
-    from pipeline.sessions import PROVIDERS
-    from pipeline.validate import LATENCY_BATCHES, latency_report, onnx_latency, open_workloads
+    from pipeline.sessions import PROVIDERS, open_workloads
 
     trained = load_trained(config, task_name, model_name)
     model, head, args, meta = trained.model, trained.head, trained.spec["args"], trained.meta
@@ -345,10 +359,10 @@ def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int) ->
         device = torch.device("cuda" if key == "cuda" and torch.cuda.is_available() else "cpu")
         fp32_runs, int8_runs = [], []
         for _ in range(repeats):  # INT8 right after fp32, against the same PyTorch timings
-            fp32 = latency_report(sessions, model.to(device), head, args, meta, device)
+            fp32 = latency_report(sessions, model.to(device), head, args, meta, device, timing_runs)
             fp32_runs.append(fp32)
             if int8_sessions is not None:
-                int8 = onnx_latency(int8_sessions, head, args, meta)
+                int8 = onnx_latency(int8_sessions, head, args, meta, timing_runs)
                 int8_runs.append({**int8, **{f"speedup_vs_torch_b{b}": fp32[f"torch_latency_ms_b{b}_p50"]
                                              / int8[f"latency_ms_b{b}_p50"] for b in LATENCY_BATCHES}})
         result[key] = {"status": "ok", "torch_device": device.type,
@@ -414,12 +428,12 @@ def top_ops(per_op: dict[str, float]) -> list[dict]:
     return [{"op": op, "ms": ms, "share": ms / total} for op, ms in ranked]
 
 
-def bench_profile(config: Config, task_name: str, model_name: str) -> dict:
+def bench_profile(config: Config, task_name: str, model_name: str, timing_runs: dict[int, int]) -> dict:
     """On the CPU, at the two timed batches: the op types that take the time in the fp32 and
     INT8 onnxruntime models and in PyTorch eager (the evidence behind a missed target)."""
     from pipeline.checkpoints import load_trained
+    from pipeline.latency import LATENCY_BATCHES, WORKLOAD_OF_BATCH, latency_input
     from pipeline.layout import int8_model
-    from pipeline.validate import LATENCY_BATCHES, REPEATS, WORKLOAD_OF_BATCH, latency_input
 
     trained = load_trained(config, task_name, model_name)
     model, head, args, meta = trained.model.cpu(), trained.head, trained.spec["args"], trained.meta
@@ -428,10 +442,10 @@ def bench_profile(config: Config, task_name: str, model_name: str) -> dict:
     for batch in LATENCY_BATCHES:
         x = latency_input(head, args, meta, batch)
         settings = getattr(config.export.session, WORKLOAD_OF_BATCH[batch]).model_dump()
-        row = {"torch": torch_profile(model, torch.from_numpy(x), REPEATS[batch])}
+        row = {"torch": torch_profile(model, torch.from_numpy(x), timing_runs[batch])}
         for variant, path in variants.items():
             if path.is_file():
-                row[variant] = onnx_profile(path, settings, x, REPEATS[batch])
+                row[variant] = onnx_profile(path, settings, x, timing_runs[batch])
         result[f"b{batch}"] = {name: {"ms_total": sum(per_op.values()), "top": top_ops(per_op), "ops": per_op}
                                for name, per_op in row.items()}
     return result
@@ -456,7 +470,7 @@ def bench_export(config: Config, task_name: str, model_name: str, repeats: int) 
 # ---- (e) prepare throughput ------------------------------------------------------------------
 
 
-def bench_prepare(config: Config, repeats: int) -> dict:
+def bench_prepare(config: Config, tasks: list[str], repeats: int) -> dict:
     from pipeline.prepare import PREPARERS
 
     # What each kind's card counts: (unit, card -> count).
@@ -464,7 +478,8 @@ def bench_prepare(config: Config, repeats: int) -> dict:
              "timeseries": ("rows", lambda card: card["rows"]),
              "charlm": ("chars", lambda card: sum(card["chars"].values()))}
     result = {}
-    for task_name, task in config.task.items():
+    for task_name in tasks:
+        task = config.task[task_name]
         preparer, (unit, counted) = PREPARERS[task.kind], units[task.kind]
         seconds, card = [], {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -519,8 +534,43 @@ def bench_repro_noop(repeats: int) -> dict:
         raise RuntimeError(f"repro-noop needs an up-to-date pipeline; `dvc status` says: {status.stdout.strip()}"
                            f"{status.stderr.strip()}")
     seconds = [timed(["dvc", "repro"], Path.cwd(), env) for _ in range(repeats)]
-    return {"seconds": stats(seconds), "target_s": NOOP_TARGET_S,
-            "target_met": bool(np.median(seconds) <= NOOP_TARGET_S)}
+    noop = verdict(seconds, NOOP_TARGET_S, higher_is_better=False)
+    return {"seconds": noop["stats"], "target_s": noop["target"], "target_met": noop["met"]}
+
+
+# ---- (g) serving under load ------------------------------------------------------------------------
+
+
+def series_window(task) -> dict:
+    """The last 2 x lookback rows of a forecaster task's CSV, as a `dataframe_split` request."""
+    import csv
+
+    with open(task.paths.raw, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header, rows = next(reader), list(reader)
+    tail = rows[-2 * task.prepare.lookback:]
+    return {"columns": header, "data": [[row[0], *map(float, row[1:])] for row in tail]}
+
+
+def bench_serve(config: Config, tasks: list[str], requests_total: int, clients: int) -> dict:
+    """Per task: its champion served (one worker, serve.timeout_s), under load_test's bounded load."""
+    from benchmarks.serving_load import at_generation_limit, load_test, served
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # relative to this checkout
+        uri = f"sqlite:///{Path.cwd() / uri[len('sqlite:///'):]}"
+    limits, timeout_s = config.serve.limits.model_dump(), config.serve.timeout_s
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in tasks:
+            head = config.task[name].head
+            window = series_window(config.task[name]) if head == "forecaster" else None
+            with served(Path.cwd(), f"models:/{name}@champion", Path(tmp) / f"{name}.log", uri, timeout_s) as base:
+                result[name] = {"head": head, "timeout_s": timeout_s,
+                                **load_test(base, head, limits, window, requests_total, clients, timeout_s)}
+                if head == "generator":
+                    result[name]["at_limit"] = at_generation_limit(base, limits, timeout_s)
+    return result
 
 
 # ---- the table -----------------------------------------------------------------------------
@@ -551,10 +601,13 @@ def onnx_row(name: str, label: str, r: dict, fp32: dict) -> str:
             f"{fmt(r['throughput_b64'], digits=0)} | {speedups} ({target}) |")
 
 
-def profiled_runs() -> str:
-    from pipeline.validate import REPEATS
+def profiled_runs(results: dict) -> str:
+    from pipeline.latency import REPEATS
 
-    return ", ".join(f"{runs} at batch {batch}" for batch, runs in REPEATS.items())
+    # Results from before --timing-runs carry no count: they were taken with validate's.
+    timing_runs = {int(b): n for b, n in (results.get("timing_runs") or REPEATS).items()}
+    counts = ", ".join(f"{runs} at batch {batch}" for batch, runs in timing_runs.items())
+    return counts + (" (validate's)" if timing_runs == REPEATS else " (--timing-runs)")
 
 
 def profile_cell(profile: dict) -> str:
@@ -611,8 +664,8 @@ def markdown(results: dict) -> str:
     if "profile" in results:
         lines += ["", "## (c2) Where the time goes (CPU; ms per run by op type, share of the op total)", "",
                   "onnxruntime's profiler (`SessionOptions.enable_profiling`: the kernel time of each node, "
-                  "summed by op type) and torch.profiler (self CPU time per aten op), over the runs "
-                  f"validate times: {profiled_runs()}. The evidence behind each missed target above.",
+                  "summed by op type) and torch.profiler (self CPU time per aten op), over the timed "
+                  f"runs: {profiled_runs(results)}. The evidence behind each missed target above.",
                   "", "| model | batch | PyTorch eager | onnxruntime fp32 | onnxruntime INT8 |", "|---|---|---|---|---|"]
         for name, batches in results["profile"].items():
             for batch, row in batches.items():
@@ -634,6 +687,28 @@ def markdown(results: dict) -> str:
             r = results["repro-noop"]
             mark = "" if r["target_met"] else " **missed**"
             lines.append(f"| no-op (up to date; ≤ {r['target_s']:g} s) | {fmt(r['seconds'], digits=2)}{mark} |")
+    if "serve" in results:
+        lines += ["", "## (g) Serving under load (`mlflow models serve`, one worker, loopback)", "",
+                  "One run per task: well-formed requests from concurrent clients (latency in ms, of the "
+                  "answered ones); during the load, each over-limit and malformed request, which must get "
+                  "its 4xx with the limit named.", "",
+                  "| task | requests × clients | req/s | p50 | p95 | p99 | errors | refused as expected | "
+                  "slowest refusal (ms) |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in results["serve"].items():
+            refusals = r["refused"]
+            ok = sum(v["ok"] for v in refusals.values())
+            missed = [k for k, v in refusals.items() if not v["ok"]]
+            lines.append(f"| {name} | {r['requests']} × {r['clients']} | {r['throughput_per_s']:.1f} | "
+                         f"{r.get('p50_ms', float('nan')):.1f} | {r.get('p95_ms', float('nan')):.1f} | "
+                         f"{r.get('p99_ms', float('nan')):.1f} | {r['errors']} | {ok} of {len(refusals)}"
+                         + (f" (**not**: {', '.join(missed)})" if missed else "") + " | "
+                         f"{max(v['seconds'] for v in refusals.values()) * 1000:.0f} |")
+        for name, r in results["serve"].items():
+            if "at_limit" in r:
+                a = r["at_limit"]
+                lines.append(f"\n{name} at the generation limit: {a['chars']:,} characters in {a['seconds']:.1f} s "
+                             f"(status {a['status']}; the server's timeout is {a['timeout_s']} s)"
+                             + ("" if a["within_bound"] else " **over the bound**"))
     return "\n".join(lines) + "\n"
 
 
@@ -647,7 +722,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="full `dvc repro` runs (each is the whole pipeline; default 1)")
     parser.add_argument("--batches", type=int, default=40, help="training batches per timed run (default 40)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated among {', '.join(SECTIONS)}")
+    parser.add_argument("--runs", help="comma-separated task-model runs to measure (default: every run in "
+                                       "params.yaml), e.g. imdb-lstm,etth1-gru")
+    parser.add_argument("--timing-runs", type=int, metavar="N",
+                        help="timed calls per latency and profile figure at each batch (default: validate's, "
+                             "100 at batch 1 and 20 at batch 64)")
     parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--serve-requests", type=int, default=200, help="serve: well-formed requests per task")
+    parser.add_argument("--serve-clients", type=int, default=4, help="serve: concurrent clients")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="measure nothing: print (and rewrite the .md beside it) the table of a results file")
@@ -656,20 +738,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.only) - set(SECTIONS))
     if unknown:
         parser.error(f"--only: unknown section(s) {unknown}; choose among {list(SECTIONS)}")
-    if min(args.repeats, args.repro_repeats, args.batches, args.matmul_size) < 1:
-        parser.error("--repeats, --repro-repeats, --batches and --matmul-size must be at least 1")
+    counts = {"--repeats": args.repeats, "--repro-repeats": args.repro_repeats, "--batches": args.batches,
+              "--matmul-size": args.matmul_size, "--timing-runs": args.timing_runs,
+              "--serve-requests": args.serve_requests, "--serve-clients": args.serve_clients}
+    for flag, value in counts.items():
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be at least 1, found {value}")
+    args.runs = None if args.runs is None else [r.strip() for r in args.runs.split(",") if r.strip()]
     return args
 
 
+class UsageError(ValueError):
+    """An argument that names nothing in params.yaml (exit status 2, as argparse's own errors)."""
+
+
+def chosen_runs(config: Config, names: list[str] | None) -> dict:
+    """{name: run} of params.yaml's runs, all of them or the named ones (in params.yaml's order)."""
+    if names is None:
+        return dict(config.runs)
+    unknown = sorted(set(names) - set(config.runs))
+    if unknown:
+        raise UsageError(f"--runs: unknown run(s) {unknown}; params.yaml has {sorted(config.runs)}")
+    return {name: run for name, run in config.runs.items() if name in names}
+
+
 def run(args: argparse.Namespace) -> dict:
+    from pipeline.latency import LATENCY_BATCHES, REPEATS
+
     config = load_config()
     device = pick_device(config.train.device)
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
+    runs = chosen_runs(config, args.runs)
+    timing_runs = dict(REPEATS) if args.timing_runs is None else {b: args.timing_runs for b in LATENCY_BATCHES}
     results = {"host_kind": host_kind(device), "host": host_info(device), "commit": git_commit(),
-               "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "repeats": args.repeats, "sections": args.only}
+               "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "repeats": args.repeats, "sections": args.only,
+               "runs": list(runs), "timing_runs": timing_runs}
+    tasks = list(dict.fromkeys(run.task for run in runs.values()))
 
     def each_model(function, *extra, heads=("classifier", "forecaster", "generator")):
-        return {name: function(config, run.task, run.model, *extra) for name, run in config.runs.items()
+        return {name: function(config, run.task, run.model, *extra) for name, run in runs.items()
                 if run.head in heads}
 
     # The FLOP counts and batch latencies cover the classifier and the forecaster; a generator's
@@ -679,19 +786,20 @@ def run(args: argparse.Namespace) -> dict:
     steps = [
         ("train", lambda: each_model(bench_train, device, args.repeats, args.batches, heads=batch_heads)),
         ("peephole", lambda: {name: bench_peephole(config, name, device, args.repeats, args.batches)
-                              for name, task in config.task.items() if task.head in batch_heads}),
+                              for name in tasks if config.task[name].head in batch_heads}),
         ("roofline", lambda: roofline(results["train"] if "train" in results else
                                       each_model(bench_train, device, args.repeats, args.batches,
                                                  heads=batch_heads),
                                       matmul_peak(device, torch.bfloat16 if config.train.precision == "bf16"
                                                   and device.type == "cuda" else torch.float32,
                                                   args.repeats, args.matmul_size))),
-        ("onnx", lambda: each_model(bench_onnx, args.repeats, heads=batch_heads)),
-        ("profile", lambda: each_model(bench_profile, heads=batch_heads)),
+        ("onnx", lambda: each_model(bench_onnx, args.repeats, timing_runs, heads=batch_heads)),
+        ("profile", lambda: each_model(bench_profile, timing_runs, heads=batch_heads)),
         ("export", lambda: each_model(bench_export, args.repeats)),
-        ("prepare", lambda: bench_prepare(config, args.repeats)),
+        ("prepare", lambda: bench_prepare(config, tasks, args.repeats)),
         ("repro-full", lambda: bench_repro_full(args.repro_repeats)),
         ("repro-noop", lambda: bench_repro_noop(args.repeats)),
+        ("serve", lambda: bench_serve(config, tasks, args.serve_requests, args.serve_clients)),
     ]
     for section, measure in steps:
         if section in args.only:
@@ -723,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         results = run(args)
+    except UsageError as exc:
+        print(f"benchmarks: {exc}", file=sys.stderr)
+        return 2
     except FileNotFoundError as exc:
         print(f"benchmarks: {exc}\n(run `dvc repro` first: the benchmarks read its models and data)",
               file=sys.stderr)

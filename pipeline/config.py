@@ -262,6 +262,21 @@ class ExportConfig(Section):
     session: SessionConfig
 
 
+class ServeLimits(Section):
+    """Request limits of a deployed model; export stamps them into the model's metadata."""
+
+    max_texts: PositiveInt
+    max_text_chars: PositiveInt
+    max_series_rows: PositiveInt
+    max_prompt_chars: PositiveInt
+    max_generate_chars: PositiveInt
+
+
+class ServeConfig(Section):
+    limits: ServeLimits
+    timeout_s: PositiveInt        # mlflow models serve --timeout
+
+
 class TrackingConfig(Section):
     enabled: bool
     uri: str = Field(min_length=1)
@@ -312,6 +327,7 @@ class Config(Section):
     runs: dict[str, Run]
     train: TrainConfig
     export: ExportConfig
+    serve: ServeConfig
     tracking: TrackingConfig
     seed: int = Field(ge=0)
 

@@ -96,7 +96,8 @@ def deployment_metadata(config: Config, task_name: str, model_name: str, meta: d
     task = config.task[task_name]
     props = {"task": task_name, "model": model_name, "head": task.head, "cell": config.model[model_name].cell,
              "git_commit": git_tags()["git.commit"], "test_metrics": json.dumps(test_metrics),
-             "session_settings": json.dumps(config.export.session.model_dump())}  # predict's SessionOptions
+             "session_settings": json.dumps(config.export.session.model_dump()),  # predict's SessionOptions
+             "serve_limits": json.dumps(config.serve.limits.model_dump())}  # checked by predict and serving
     if task.head == "generator":
         args = config.model[model_name].generator
         names = list(STATES[config.model[model_name].cell])

@@ -8,6 +8,7 @@
         --temperature 0.8 --seed 0                                                # generate text
     python -m pipeline.predict ... --provider cuda                                # auto (default) | cpu | cuda
     python -m pipeline.predict onnx/etth1-lstm/model.onnx --int8 --csv ...       # model.int8.onnx beside it
+    python -m pipeline.predict ... --no-limits                                    # lift the request limits
 
 Everything needed to prepare the input comes from the model's own metadata_props (written
 by pipeline.export): the tokenizer (inline, checked against its sha256) with its padding
@@ -30,6 +31,10 @@ onnxruntime's SessionOptions come from the model too (`session_settings`, the co
 export.session): the `latency` ones for one row, the `throughput` ones for several texts.
 `--int8` runs the dynamically quantised model.int8.onnx that pipeline.export writes beside
 model.onnx; it is an error (exit 2) when there is none.
+
+The model's request limits (conf/serve: reviews per request, characters per review, series
+rows, prompt and generated characters; stamped in at export) are checked on the input's sizes
+before any work, as the served model checks them; `--no-limits` lifts them here.
 """
 
 from __future__ import annotations
@@ -153,10 +158,39 @@ def workload_session(session, path: Path, meta: dict, rows: int):
     return tuned
 
 
+# ---- request limits -----------------------------------------------------------------------------
+# conf/serve's serve.limits, stamped into the model by pipeline.export. Each is checked on the
+# request's sizes alone, before any tokenising or inference; the served model (pipeline.serving)
+# checks the same ones.
+
+
+class LimitError(PredictError):
+    """A request over one of the model's limits; the message names it, the value and the setting."""
+
+
+def limits_of(meta: dict) -> dict | None:
+    """The model's request limits, or None for a model exported before it carried any."""
+    return json.loads(meta["serve_limits"]) if "serve_limits" in meta else None
+
+
+def within(limits: dict | None, setting: str, found: int, what: str) -> None:
+    if limits is not None and found > limits[setting]:
+        raise LimitError(f"{what}: {found:,} is over the model's limit of {limits[setting]:,} (serve.limits.{setting} "
+                         "in conf/serve/default.yaml, stamped in at export; `python -m pipeline.predict "
+                         "--no-limits` lifts it on your own machine)")
+
+
+def check_texts(texts: list[str], limits: dict | None) -> None:
+    within(limits, "max_texts", len(texts), "reviews in one request")
+    longest = max(range(len(texts)), key=lambda i: len(texts[i]), default=None)
+    if longest is not None:
+        within(limits, "max_text_chars", len(texts[longest]), f"characters in text #{longest}")
+
+
 # ---- text classification --------------------------------------------------------------------
 
 
-def read_texts(texts: list[str] | None, file: str | None) -> list[str]:
+def read_texts(texts: list[str] | None, file: str | None, limits: dict | None = None) -> list[str]:
     collected = list(texts or [])
     if file:
         try:
@@ -168,6 +202,7 @@ def read_texts(texts: list[str] | None, file: str | None) -> list[str]:
         collected += [line for line in content.splitlines() if line.strip()]
     if not collected:
         raise PredictError("no text given: pass --text TEXT (repeatable) or --file FILE (one review per line)")
+    check_texts(collected, limits)
     empty = [i for i, text in enumerate(collected) if not text.strip()]
     if empty:
         raise PredictError(f"text #{empty[0]} is empty; every review needs at least one word")
@@ -203,13 +238,14 @@ def classify(session, meta: dict, texts: list[str], tokenizer) -> list[dict]:
 # ---- forecasting -------------------------------------------------------------------------------
 
 
-def read_window(path: str, meta: dict) -> tuple[np.ndarray, list[str]]:
+def read_window(path: str, meta: dict, limits: dict | None = None) -> tuple[np.ndarray, list[str]]:
     """The last L rows of the model's columns, in file order; timestamps kept when present."""
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except (OSError, UnicodeDecodeError) as exc:
         raise PredictError(f"{path}: cannot read as UTF-8 CSV ({exc})") from None
+    within(limits, "max_series_rows", len(rows), f"{path}: data rows")
     return window_of(rows, meta, path)
 
 
@@ -251,11 +287,14 @@ def forecast(session, meta: dict, values: np.ndarray) -> dict:
 # ---- generation ------------------------------------------------------------------------------------
 
 
-def check_generation_args(prompt: str | None, max_chars: int, temperature: float, top_k: int | None) -> str:
+def check_generation_args(prompt: str | None, max_chars: int, temperature: float, top_k: int | None,
+                          limits: dict | None = None) -> str:
     if prompt is None or prompt == "":
         raise PredictError("a generator needs a non-empty --prompt, e.g. --prompt 'ROMEO:'")
+    within(limits, "max_prompt_chars", len(prompt), "characters in the prompt")
     if max_chars <= 0:
         raise PredictError(f"--max-chars must be at least 1, found {max_chars}")
+    within(limits, "max_generate_chars", max_chars, "characters to generate (max_chars)")
     if temperature < 0:
         raise PredictError(f"--temperature must be >= 0 (0 = greedy), found {temperature}")
     if top_k is not None and top_k <= 0:
@@ -295,21 +334,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="execution provider: auto = CUDA when it really loads, else the CPU")
     parser.add_argument("--int8", action="store_true",
                         help="run model.int8.onnx beside the given model (the *.int8.onnx of an MLflow model)")
+    parser.add_argument("--no-limits", action="store_true",
+                        help="lift the model's request limits (serve.limits: reviews, characters, rows) on this machine")
     args = parser.parse_args(argv)
     try:
         path = resolve_model(args.model, args.int8)
         session, meta = open_model(path, args.provider)
-        texts = read_texts(args.text, args.file) if meta["head"] == "classifier" else []
+        limits = None if args.no_limits else limits_of(meta)
+        if limits is None and not args.no_limits:
+            print("predict: the model carries no request limits (exported before they existed); none applied",
+                  file=sys.stderr)
+        texts = read_texts(args.text, args.file, limits) if meta["head"] == "classifier" else []
         session = workload_session(session, path, meta, rows=max(1, len(texts)))
         if meta["head"] == "generator":
-            prompt = check_generation_args(args.prompt, args.max_chars, args.temperature, args.top_k)
+            prompt = check_generation_args(args.prompt, args.max_chars, args.temperature, args.top_k, limits)
             result = generate_text(session, meta, prompt, args.max_chars, args.temperature, args.seed, args.top_k)
         elif meta["head"] == "classifier":
             result = classify(session, meta, texts, load_tokenizer(meta, args.tokenizer))
         else:
             if not args.csv:
                 raise PredictError(f"model {meta['task']} forecasts a series: pass --csv FILE")
-            values, times = read_window(args.csv, meta)
+            values, times = read_window(args.csv, meta, limits)
             result = {**forecast(session, meta, values), "after": times[-1]}
     except PredictError as exc:
         print(f"predict: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ Imports onnxruntime only, never torch: the deployment path (`pipeline.predict`) 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -96,3 +97,20 @@ def open_session(path: str | Path, provider: str, settings: Mapping[str, Any] | 
     if not running or running[0] != provider:
         return None, f"requested {provider}, but the session runs on {running}: {explain(log_lines, provider)}"
     return session, None
+
+
+def open_workloads(path, provider: str, session_config) -> tuple[dict | None, str | None]:
+    """({"latency": session, "throughput": session}, None) with `export.session`'s settings,
+    or (None, why the provider does not run the model). Equal settings share one session (the
+    default: loading a model twice costs time and memory for nothing)."""
+    sessions, by_settings = {}, {}
+    for workload in ("latency", "throughput"):
+        settings = getattr(session_config, workload).model_dump()
+        key = json.dumps(settings, sort_keys=True)
+        if key not in by_settings:
+            session, reason = open_session(path, provider, settings)
+            if session is None:
+                return None, reason
+            by_settings[key] = session
+        sessions[workload] = by_settings[key]
+    return sessions, None

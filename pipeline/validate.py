@@ -24,11 +24,8 @@ a gate (parity, test metric, INT8 test metric) fails; the report is written eith
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import time
-from typing import Callable
 
 import numpy as np
 import torch
@@ -38,22 +35,17 @@ from pipeline.config import ConfigError, load_task, stage_args
 from pipeline.datasets import load_task_data
 from pipeline.files import read_json, write_json_atomic
 from pipeline.generation import encode, generate, session_step, session_zero_state, stream_loss
+from pipeline.latency import LATENCY_BATCHES, REPEATS, latency_report, onnx_latency, synced, timings
 from pipeline.layout import int8_model
 from pipeline.models import STATES
 from pipeline.scoring import torch_step, zero_state
-from pipeline.sessions import PROVIDERS, open_session
+from pipeline.sessions import PROVIDERS, open_workloads
 from pipeline.tracking import open_tracker
 
 log = logging.getLogger(__name__)
 
 MAX_ABS_DIFF = {"cuda": 1e-3, "cpu": 1e-4}
 METRIC_TOLERANCE = 1e-3
-LATENCY_BATCHES = (1, 64)
-# Which `export.session` settings time each batch. Parity and the test metric run on the
-# throughput session (bulk work; onnxruntime's results do not depend on the thread count).
-WORKLOAD_OF_BATCH = {1: "latency", 64: "throughput"}
-LATENCY_SEQUENCE = 256  # tokens per IMDB row when timing
-REPEATS = {1: 100, 64: 20}
 
 
 # ---- (a) parity -----------------------------------------------------------------------------
@@ -110,69 +102,7 @@ def onnx_test_metric(session, head: str, loader) -> float:
     return (hits if head == "classifier" else squared) / count
 
 
-# ---- (c) latency ----------------------------------------------------------------------------
-
-
-def timings(run: Callable[[], object], repeats: int, warmup: int = 3) -> np.ndarray:
-    for _ in range(warmup):
-        run()
-    seconds = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
-        run()
-        seconds[i] = time.perf_counter() - start
-    return seconds * 1000.0
-
-
-def synced(run: Callable[[], object], device: torch.device) -> Callable[[], None]:
-    """`run`, then a wait for the GPU's queued work, so that a timing covers the work itself."""
-    def timed():
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return timed
-
-
-def latency_input(head: str, args: dict, meta: dict, batch: int) -> np.ndarray:
-    rng = np.random.default_rng(batch)
-    if head == "classifier":
-        return rng.integers(2, args["vocab_size"], (batch, LATENCY_SEQUENCE)).astype(np.int64)
-    return rng.standard_normal((batch, meta["lookback"], args["n_channels"])).astype(np.float32)
-
-
-def onnx_latency(sessions: dict, head: str, args: dict, meta: dict) -> dict:
-    """p50/p95 latency and throughput per timed batch, each on its workload's session."""
-    report = {}
-    for batch in LATENCY_BATCHES:
-        session = sessions[WORKLOAD_OF_BATCH[batch]]
-        feed = {session.get_inputs()[0].name: latency_input(head, args, meta, batch)}
-        ms = timings(lambda: session.run(None, feed), REPEATS[batch])
-        report.update({f"latency_ms_b{batch}_p50": float(np.median(ms)),
-                       f"latency_ms_b{batch}_p95": float(np.percentile(ms, 95)),
-                       f"throughput_b{batch}": batch * 1000.0 / float(np.median(ms))})
-    return report
-
-
-def torch_latency(model, head: str, args: dict, meta: dict, device: torch.device) -> dict:
-    report = {}
-    for batch in LATENCY_BATCHES:
-        x = torch.from_numpy(latency_input(head, args, meta, batch)).to(device)
-
-        def eager():
-            with torch.inference_mode():
-                model(x)
-
-        ms = timings(synced(eager, device), REPEATS[batch])
-        report.update({f"torch_latency_ms_b{batch}_p50": float(np.median(ms)),
-                       f"torch_latency_ms_b{batch}_p95": float(np.percentile(ms, 95))})
-    return report
-
-
-def latency_report(sessions: dict, model, head: str, args: dict, meta: dict, device: torch.device) -> dict:
-    """ONNX (`sessions`: workload -> session) and PyTorch eager timed the same way, and the speed-ups."""
-    ours, theirs = onnx_latency(sessions, head, args, meta), torch_latency(model, head, args, meta, device)
-    return {**ours, **theirs, **{f"speedup_vs_torch_b{b}": theirs[f"torch_latency_ms_b{b}_p50"]
-                                 / ours[f"latency_ms_b{b}_p50"] for b in LATENCY_BATCHES}}
+# ---- (c) latency: pipeline/latency.py -----------------------------------------------------------
 
 
 # ---- a generator: the stateful graph ---------------------------------------------------------
@@ -280,23 +210,6 @@ def generator_int8_checks(sessions: dict, task, test_ids: np.ndarray, fp32: dict
 
 
 # ---- the stage -------------------------------------------------------------------------------
-
-
-def open_workloads(path, provider: str, session_config) -> tuple[dict | None, str | None]:
-    """({"latency": session, "throughput": session}, None) with `export.session`'s settings,
-    or (None, why the provider does not run the model). Equal settings share one session (the
-    default: loading a model twice costs time and memory for nothing)."""
-    sessions, by_settings = {}, {}
-    for workload in ("latency", "throughput"):
-        settings = getattr(session_config, workload).model_dump()
-        key = json.dumps(settings, sort_keys=True)
-        if key not in by_settings:
-            session, reason = open_session(path, provider, settings)
-            if session is None:
-                return None, reason
-            by_settings[key] = session
-        sessions[workload] = by_settings[key]
-    return sessions, None
 
 
 def validate_provider(key: str, trained: TrainedRun, task, loader, torch_metric: float, export) -> dict:

@@ -115,7 +115,10 @@ def test_every_task_metric_has_an_int8_gate_and_accuracy_is_absolute_while_mse_a
     assert INT8_GATES == {"acc": ("absolute", 0.003), "mse": ("relative", 0.01), "loss": ("relative", 0.01)}
     assert int8_gate(0.8725, 0.8750, "acc")["int8_metric_change"] == pytest.approx(0.0025)
     assert int8_gate(0.404, 0.400, "mse")["int8_metric_change"] == pytest.approx(0.01)
-    assert int8_gate(1.50, 1.52, "loss")["int8_gate"] == "relative"
+    assert int8_gate(1.50, 1.52, "loss") == {"int8_metric": 1.50, "int8_metric_change": pytest.approx(0.02 / 1.52),
+                                             "int8_metric_change_limit": 0.01, "int8_gate": "relative"}
+    # relative: the same 0.0025 that passes on accuracy fails on a loss of 0.2
+    assert int8_gate(0.2025, 0.2, "loss")["int8_metric_change"] == pytest.approx(0.0125)
 
 
 def fp32_result(**int8) -> dict:

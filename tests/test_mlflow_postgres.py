@@ -94,10 +94,8 @@ def team_server(postgres, tmp_path):
         yield base, artifacts
 
 
-def test_a_pipeline_run_logs_to_mlflow_on_postgresql_and_reads_back(pipeline_repo, team_server, postgres, tmp_path):
-    source, *_ = pipeline_repo
-    repo = tmp_path / "repo"
-    shutil.copytree(source, repo, symlinks=True)
+def test_a_pipeline_run_logs_to_mlflow_on_postgresql_and_reads_back(pipeline_copy, team_server, postgres):
+    repo, *_ = pipeline_copy
     base, artifacts = team_server
     stages = ["train@etth1-gru", "export@etth1-gru", "validate@etth1-gru"]
     run_in(repo, "dvc", "repro", "--force", "--single-item", *stages, env={"MLFLOW_TRACKING_URI": base})

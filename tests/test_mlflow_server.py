@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from pipeline.config import load_config
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -66,9 +68,12 @@ def api(base: str, path: str, **body):
     return response.json()
 
 
-def test_rest_api_shows_both_experiments_comparable_runs_onnx_models_and_registry(server):
+def test_rest_api_shows_both_experiments_comparable_runs_onnx_models_and_registry(server, pipeline_repo):
     from mlflow import MlflowClient
 
+    runs_of = {}
+    for run in load_config(pipeline_repo[0] / "params.yaml").runs.values():
+        runs_of.setdefault(run.task, set()).add(run.model)
     client = MlflowClient(server)  # artifact listing goes through the server too
     for task in ("imdb", "etth1"):
         response = requests.get(f"{server}/api/2.0/mlflow/experiments/get-by-name",
@@ -77,14 +82,12 @@ def test_rest_api_shows_both_experiments_comparable_runs_onnx_models_and_registr
         experiment_id = response.json()["experiment"]["experiment_id"]
         runs = api(server, "runs/search", experiment_ids=[experiment_id],
                    order_by=["attributes.start_time DESC"])["runs"]
-        newest = {}
-        for run in runs:
-            newest.setdefault(run["info"]["run_name"], run)
-        assert sorted(newest) == ["gru", "lstm", "peephole"]
-        keys = {name: {m["key"] for m in run["data"]["metrics"]} for name, run in newest.items()}
-        assert keys["lstm"] == keys["gru"] == keys["peephole"] and "onnx/cpu/max_abs_diff" in keys["lstm"]
+        by_name = {run["info"]["run_name"]: run for run in runs}
+        assert len(runs) == len(by_name) and set(by_name) == runs_of[task]   # one run per model
+        keys = [{m["key"] for m in run["data"]["metrics"]} for run in by_name.values()]
+        assert all(k == keys[0] for k in keys) and "onnx/cpu/max_abs_diff" in keys[0]
 
-        for name, run in newest.items():
+        for name, run in by_name.items():
             models = api(server, "logged-models/search", experiment_ids=[experiment_id],
                          filter=f"source_run_id = '{run['info']['run_id']}'")["models"]
             onnx_model = next(m for m in models if m["info"]["name"] == "onnx-model")

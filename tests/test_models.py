@@ -76,4 +76,11 @@ def test_channel_independent_forecaster_treats_channels_alike():
 def test_build_model_rebuilds_from_plain_arguments():
     args = dict(n_channels=2, horizon=3, cell="gru", hidden_size=4, num_layers=1, dropout=0.0,
                 revin=False, segment_len=0, channel_independent=False)
-    assert isinstance(build_model("forecaster", args), Forecaster)
+    torch.manual_seed(0)
+    built = build_model("forecaster", args)
+    torch.manual_seed(0)
+    direct = Forecaster(**args)
+    assert type(built) is Forecaster
+    assert built.state_dict().keys() == direct.state_dict().keys()   # the same shapes, from the same arguments
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), direct.state_dict().values()))
+    assert built.eval()(torch.randn(5, 6, 2)).shape == (5, 3, 2)

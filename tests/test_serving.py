@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,9 @@ import requests
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from benchmarks.serving_load import at_generation_limit, load_test, refused, served
 from pipeline import serving
+from pipeline.config import load_config
 from tests.conftest import REPO_ROOT, run_in
 from tests.imports import import_closure
 
@@ -116,53 +116,90 @@ def test_bad_classification_requests_say_what_is_missing(records, message):
     assert message in str(raised.value)
 
 
-def test_named_inputs_and_a_single_prompt_become_rows():
-    assert serving.records_of({"text": ["a", "b"]}) == [{"text": "a"}, {"text": "b"}]
-    assert serving.records_of({"prompt": "ROMEO:", "seed": 2}) == [{"prompt": "ROMEO:", "seed": 2}]
-    with pytest.raises(serving.predict.PredictError, match="expected named fields"):
-        serving.records_of(["just", "a", "list"])
+LIMITS = {"max_texts": 3, "max_text_chars": 10, "max_series_rows": 30, "max_prompt_chars": 8, "max_generate_chars": 50}
+COLUMNS = ["HUFL", "OT"]
+
+
+def meta_of(head: str) -> dict:
+    """The metadata serving reads, for a model of `head` with the limits above."""
+    meta = {"head": head, "task": "t", "model": "m", "serve_limits": json.dumps(LIMITS)}
+    if head == "forecaster":
+        meta.update(columns=json.dumps(COLUMNS), lookback="4", time_column="date")
+    return meta
+
+
+def parsed(body) -> object:
+    """What MLflow's scoring server hands a model without a signature, for a JSON body."""
+    from mlflow.models import Model
+    from mlflow.pyfunc.scoring_server import _parse_json_data
+
+    return _parse_json_data(json.dumps(body), Model(), None).data
+
+
+@pytest.mark.parametrize("head, body, rows", [
+    ("classifier", {"inputs": ["a", "b"]}, [{"text": "a"}, {"text": "b"}]),
+    ("classifier", {"inputs": "a"}, [{"text": "a"}]),
+    ("classifier", {"instances": ["a", "b"]}, [{"text": "a"}, {"text": "b"}]),
+    ("classifier", {"inputs": {"text": ["a", "b"]}}, [{"text": "a"}, {"text": "b"}]),
+    ("classifier", {"inputs": [{"text": "a"}]}, [{"text": "a"}]),
+    ("classifier", {"dataframe_records": [{"text": "a"}]}, [{"text": "a"}]),
+    ("generator", {"inputs": "ROMEO:"}, [{"prompt": "ROMEO:"}]),
+    ("generator", {"inputs": {"prompt": "ROMEO:", "seed": 2}}, [{"prompt": "ROMEO:", "seed": 2}]),
+    ("forecaster", {"inputs": [[1.0, 2.0], [3.0, 4.0]]}, [{"HUFL": 1.0, "OT": 2.0}, {"HUFL": 3.0, "OT": 4.0}]),
+    ("forecaster", {"dataframe_split": {"columns": COLUMNS, "data": [[1.0, 2.0]]}}, [{"HUFL": 1.0, "OT": 2.0}]),
+], ids=["inputs-list", "inputs-string", "instances", "named-fields", "row-dicts", "records", "prompt-string",
+        "prompt-fields", "matrix", "split"])
+def test_every_form_the_scoring_server_parses_becomes_the_same_rows(head, body, rows):
+    assert serving.records_of(parsed(body), meta_of(head)) == rows
+
+
+@pytest.mark.parametrize("head, body, example", [
+    ("classifier", {"inputs": [[1, 2]]}, '{"inputs": ["A wonderful film.", "Dull."]}'),
+    ("classifier", {"inputs": 5}, '{"dataframe_records": [{"text": "A wonderful film."}]}'),
+    ("forecaster", {"inputs": ["a", "b"]}, '{"dataframe_split": {"columns": ["HUFL", "OT"], "data": [[...], ...]}}'),
+    ("forecaster", {"inputs": [[1.0, 2.0, 3.0]]}, "at least 4 rows, oldest first"),
+    ("generator", {"inputs": [1.5]}, '{"inputs": "ROMEO:"}'),
+], ids=["numbers-to-a-classifier", "a-number", "strings-to-a-forecaster", "wrong-width", "a-number-prompt"])
+def test_a_form_a_model_cannot_read_is_refused_with_a_request_that_works(head, body, example):
+    with pytest.raises(serving.predict.PredictError) as raised:
+        serving.records_of(parsed(body), meta_of(head))
+    assert f"the {head} cannot read this request" in str(raised.value) and example in str(raised.value)
+
+
+class Untouchable:
+    """Sessions or a tokenizer that fail the test if a request reaches them."""
+
+    def __getitem__(self, key):
+        raise AssertionError("the request reached the model")
+
+    def encode_batch(self, texts):
+        raise AssertionError("the request reached the tokenizer")
+
+
+@pytest.mark.parametrize("head, body, setting, found", [
+    ("classifier", {"inputs": ["ok"] * 4}, "max_texts", 4),
+    ("classifier", {"dataframe_records": [{"text": "ok"}] * 4}, "max_texts", 4),
+    ("classifier", {"inputs": ["ok", "a" * 11]}, "max_text_chars", 11),
+    ("forecaster", {"dataframe_split": {"columns": COLUMNS, "data": [[1.0, 2.0]] * 31}}, "max_series_rows", 31),
+    ("generator", {"inputs": "a" * 9}, "max_prompt_chars", 9),
+    ("generator", {"dataframe_records": [{"prompt": "ROMEO:", "max_chars": 51}]}, "max_generate_chars", 51),
+], ids=["texts", "text-records", "text-chars", "series-rows", "prompt-chars", "generated-chars"])
+def test_a_request_over_a_limit_is_refused_on_its_sizes_before_any_work(head, body, setting, found):
+    with pytest.raises(serving.predict.LimitError) as raised:
+        serving.answer(Untouchable(), meta_of(head), Untouchable(), parsed(body), LIMITS)
+    message = str(raised.value)
+    assert f"{found} is over the model's limit of {LIMITS[setting]}" in message
+    assert f"serve.limits.{setting} in conf/serve/default.yaml" in message and "--no-limits" in message
+
+
+def test_requests_at_the_limits_pass_the_checks():
+    meta = meta_of("classifier")
+    assert serving.texts_of([{"text": "a" * 10}] * 3, LIMITS) == ["a" * 10] * 3
+    assert serving.generation_args([{"prompt": "a" * 8, "max_chars": 50}], LIMITS)["max_chars"] == 50
+    assert serving.row_count(parsed({"inputs": {"text": ["a", "b", "c"]}})) == 3 and meta["head"] == "classifier"
 
 
 # ---- `mlflow models serve` over the fixture pipeline's registry -------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def served(repo, uri: str, log_path):
-    """`mlflow models serve -m <uri> --env-manager local` on a free port; stopped on the way out."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"}
-    env.pop("RB_OFFLINE_DIR", None)
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, f"the server exited:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no /ping answer in 180 s:\n{log_path.read_text()[-3000:]}"
-            try:
-                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        yield base
-    finally:
-        os.killpg(server.pid, 15)   # the server and its uvicorn worker
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
 
 
 def post(base: str, body: dict) -> requests.Response:
@@ -183,13 +220,17 @@ def assert_refused(response: requests.Response, message: str) -> None:
 
 def test_the_served_champions_answer_what_predict_prints_and_refuse_bad_input(pipeline_repo, tmp_path):
     repo, mirror, *_ = pipeline_repo
+    config = load_config(repo / "params.yaml")
+    limits, timeout_s = config.serve.limits.model_dump(), config.serve.timeout_s
     lines = (mirror / "ETTh1.csv").read_text().splitlines()
     (tmp_path / "slice.csv").write_text("\n".join(lines[:41]) + "\n")
     header, rows = lines[0].split(","), [line.split(",") for line in lines[1:41]]
     window = {"columns": header, "data": [[row[0], *map(float, row[1:])] for row in rows]}
+    tracking = f"sqlite:///{repo}/mlflow.db"
     with contextlib.ExitStack() as stack:   # the three servers start side by side
-        imdb, etth1, shakespeare = (stack.enter_context(served(repo, f"models:/{task}@champion", tmp_path / f"{task}.log"))
-                                    for task in ("imdb", "etth1", "shakespeare"))
+        imdb, etth1, shakespeare = (
+            stack.enter_context(served(repo, f"models:/{task}@champion", tmp_path / f"{task}.log", tracking, timeout_s))
+            for task in ("imdb", "etth1", "shakespeare"))
 
         reviews = ["a superb and wonderful film", "dull, awful and boring"]
         answer = post(imdb, {"dataframe_records": [{"text": text} for text in reviews]})
@@ -197,6 +238,9 @@ def test_the_served_champions_answer_what_predict_prints_and_refuse_bad_input(pi
         expected = predict_cli(repo, "models:/imdb@champion", "--text", reviews[0], "--text", reviews[1])
         assert answer.json() == {"predictions": expected}
         assert post(imdb, {"inputs": {"text": reviews}}).json() == {"predictions": expected}
+        assert post(imdb, {"inputs": reviews}).json() == {"predictions": expected}   # the natural request
+        assert post(imdb, {"inputs": reviews[0]}).json() == {
+            "predictions": predict_cli(repo, "models:/imdb@champion", "--text", reviews[0])}
         assert_refused(post(imdb, {"dataframe_records": [{"review": "fine"}]}), "the classifier takes a field 'text'")
         assert_refused(post(imdb, {"dataframe_records": [{"text": ""}]}), "text #0 is empty")
 
@@ -217,6 +261,39 @@ def test_the_served_champions_answer_what_predict_prints_and_refuse_bad_input(pi
         assert answer.json() == {"predictions": expected}
         defaults = post(shakespeare, {"dataframe_records": [{"prompt": "ROMEO:"}]})
         assert defaults.json() == {"predictions": predict_cli(repo, "models:/shakespeare@champion", "--prompt", "ROMEO:")}
+        assert post(shakespeare, {"inputs": "ROMEO:"}).json() == defaults.json()
         assert_refused(post(shakespeare, {"dataframe_records": [{**request, "temperature": -1}]}),
                        "--temperature must be >= 0")
         assert_refused(post(shakespeare, {"dataframe_records": [{"max_chars": 5}]}), "needs a field 'prompt'")
+
+        # Every limit of every served kind: a 400 that names it, long before any timeout.
+        for base, head in ((imdb, "classifier"), (etth1, "forecaster"), (shakespeare, "generator")):
+            for name, (body, status, says) in refused(head, limits, window).items():
+                start = time.perf_counter()
+                response = requests.post(f"{base}/invocations", data=body if isinstance(body, str) else json.dumps(body),
+                                         headers={"Content-Type": "application/json"}, timeout=timeout_s)
+                assert response.status_code == status and says in response.text, (head, name, response.text[:500])
+                assert time.perf_counter() - start < 1.0, (head, name)
+
+        # The longest generation the limits allow is answered inside the server's time bound.
+        longest = at_generation_limit(shakespeare, limits, timeout_s)
+        assert longest["status"] == 200 and longest["chars"] == limits["max_generate_chars"]
+        assert longest["within_bound"], longest
+
+        # A small load: concurrent well-formed requests all answered while refusals go on beside them.
+        for base, head in ((imdb, "classifier"), (etth1, "forecaster"), (shakespeare, "generator")):
+            load = load_test(base, head, limits, window, requests_total=12, clients=3, timeout_s=timeout_s)
+            assert load["errors"] == 0 and load["all_refused"], load
+            assert load["p50_ms"] <= load["p95_ms"] <= load["p99_ms"] and load["throughput_per_s"] > 0
+
+
+def test_predict_applies_the_models_limits_and_no_limits_lifts_them(pipeline_repo, capsys):
+    from pipeline.predict import main
+
+    repo, *_ = pipeline_repo
+    model = str(repo / "onnx/shakespeare-gru/model.onnx")
+    limit = load_config(repo / "params.yaml").serve.limits.max_generate_chars
+    assert main([model, "--prompt", "ROMEO:", "--max-chars", str(limit + 1)]) == 2
+    assert f"{limit + 1:,} is over the model's limit of {limit:,} (serve.limits.max_generate_chars" in capsys.readouterr().err
+    assert main([model, "--prompt", "ROMEO:", "--max-chars", str(limit + 1), "--no-limits"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["predictions"]["text"]) == limit + 1

@@ -12,8 +12,8 @@ import torch
 
 from pipeline import predict
 from pipeline.config import ConfigError, compose, validate
-from pipeline.sessions import PROVIDERS, open_session, session_options
-from pipeline.validate import WORKLOAD_OF_BATCH, open_workloads
+from pipeline.latency import WORKLOAD_OF_BATCH
+from pipeline.sessions import PROVIDERS, open_session, open_workloads, session_options
 
 
 def test_settings_by_name_become_onnxruntime_session_options():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,17 +19,20 @@ from pipeline.config import load_config
 from pipeline.datasets import EpochBatchSampler
 from pipeline.models import build_model
 from pipeline.train import evaluate_best, fingerprint, run_epochs, setup
-from tests.conftest import compose_params, reproduced_repo, run_in
+from tests.conftest import compose_params, copy_pipeline, run_in
 
 TIMING = {"train/seconds", "train/samples_per_s"}
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A repo copy with the fixture data prepared (training runs happen in the tests)."""
-    repo, *_ = reproduced_repo(tmp_path_factory.mktemp("train"), "embed", "prepare@etth1")
-    return repo
+def repo(pipeline_repo, tmp_path_factory):
+    """A writable copy of the shared pipeline, its data prepared and embedded, with the mirror
+    beside it (compose_params reads the checksums there); the tests train in it."""
+    source, mirror, *_ = pipeline_repo
+    root = tmp_path_factory.mktemp("train")
+    shutil.copytree(mirror, root / "mirror")
+    return copy_pipeline(source, root / "repo")
 
 
 def train(repo, task, model, *overrides, env=None, check=True, timeout=None):
@@ -42,17 +46,19 @@ def metrics(repo, name):
 
 
 @pytest.mark.parametrize("task, model", [("etth1", "gru"), ("imdb", "lstm")])
-def test_the_same_seed_gives_identical_metrics_on_the_cpu(repo, task, model):
-    train(repo, task, model, "tracking.enabled=false")
-    first = metrics(repo, f"{task}-{model}")
+def test_the_same_seed_gives_identical_metrics_on_the_cpu(pipeline_repo, repo, task, model):
+    # The first run is the shared pipeline's, under `dvc repro` with MLflow on: tracking changes nothing.
+    first = metrics(pipeline_repo[0], f"{task}-{model}")
     train(repo, task, model, "tracking.enabled=false")
     assert metrics(repo, f"{task}-{model}") == first
+    assert json.loads((repo / f"models/{task}-{model}/mlflow.json").read_text())["run_id"] is None  # untracked
     train(repo, task, model, "tracking.enabled=false", "seed=7")
     assert metrics(repo, f"{task}-{model}") != first
 
 
 def test_a_run_killed_with_sigkill_resumes_and_ends_with_the_same_metrics(repo):
-    settings = ["task.etth1.train.epochs=30", "train.patience=100"]
+    epochs = 12  # the kill lands right after the first epoch's resume checkpoint
+    settings = [f"task.etth1.train.epochs={epochs}", "train.patience=100"]
     train(repo, "etth1", "lstm", "tracking.enabled=false", *settings)
     uninterrupted = metrics(repo, "etth1-lstm")
 
@@ -67,7 +73,7 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_with_the_same_metrics(repo):
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "training ended before it could be killed"
     killed_at = torch.load(checkpoint, weights_only=True)["progress"]["epoch"]
-    assert 1 <= killed_at < 30
+    assert 1 <= killed_at < epochs
 
     resumed = run_in(repo, sys.executable, "-m", "pipeline.train", "etth1", "lstm")
     assert f"resuming etth1-lstm from epoch {killed_at}" in resumed.stderr
@@ -77,18 +83,17 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_with_the_same_metrics(repo):
     from mlflow import MlflowClient  # the resumed run continued the same MLflow run
     client = MlflowClient(f"sqlite:///{repo}/resume.db")
     (run,) = client.search_runs([client.get_experiment_by_name("etth1").experiment_id])
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mse")] == list(range(1, 31))
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/mse")] == list(range(1, epochs + 1))
 
 
-def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(repo):
-    train(repo, "imdb", "gru", "tracking.enabled=false")
+def test_checkpoint_loads_with_weights_only_and_rebuilds_the_model(pipeline_repo):
+    repo, *_ = pipeline_repo
     checkpoint = torch.load(repo / "models/imdb-gru/model.pt", weights_only=True)
     assert set(checkpoint) == {"state_dict", "model_args", "config"}
     model = build_model(checkpoint["model_args"]["head"], checkpoint["model_args"]["args"])
     model.load_state_dict(checkpoint["state_dict"])
     assert checkpoint["config"]["model"]["gru"]["cell"] == "gru"
     assert model.eval()(torch.tensor([[5, 6, 7, 0]])).shape == (1, 2)
-    assert json.loads((repo / "models/imdb-gru/mlflow.json").read_text())["run_id"] is None
 
 
 def test_equal_states_save_to_equal_bytes_so_dvc_sees_an_identical_retrain_as_unchanged(tmp_path):
@@ -108,15 +113,20 @@ def test_an_unreachable_tracking_server_fails_at_start_up(repo):
     assert "epoch 1" not in result.stderr and time.monotonic() - start < 60
 
 
-def test_the_dvc_experiment_name_is_tagged(repo):
-    train(repo, "etth1", "gru", "tracking.uri=sqlite:///tags.db",
-          env={"DVC_EXP_NAME": "brisk-bark", "CUDA_VISIBLE_DEVICES": "3"})
-    from mlflow import MlflowClient
-    client = MlflowClient(f"sqlite:///{repo}/tags.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("etth1").experiment_id])
-    assert run.data.tags["dvc.exp_name"] == "brisk-bark"
-    assert run.data.tags["cuda_visible_devices"] == "3"  # a queue worker's GPU pinning shows in MLflow
-    assert run.info.run_name == "gru"
+def test_a_runs_tags_carry_its_stage_the_dvc_experiment_and_a_pinned_gpu(monkeypatch):
+    # End to end, tests/test_experiments.py finds the runs of a real `dvc exp run` by this tag.
+    from pipeline.tracking import run_tags
+
+    monkeypatch.setenv("DVC_EXP_NAME", "brisk-bark")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    tags = run_tags("train@etth1-gru")
+    assert tags["dvc.exp_name"] == "brisk-bark" and tags["dvc.stage"] == "train@etth1-gru"
+    assert tags["cuda_visible_devices"] == "3"  # a queue worker's GPU pinning shows in MLflow
+    assert {"git.commit", "git.dirty"} <= set(tags)
+    monkeypatch.delenv("DVC_EXP_NAME")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert "dvc.exp_name" not in run_tags("train@etth1-gru") and "cuda_visible_devices" not in run_tags("x")
 
 
 def test_a_segment_length_that_does_not_divide_the_lookback_is_named(repo):
@@ -149,14 +159,23 @@ def test_ranks_split_every_global_batch_into_equal_shards(size, batch_size, worl
         assert len({len(p) for p in parts}) == 1  # equal shards: DDP's gradient mean is the batch mean
         assert set().union(*parts) == set(batch)  # together, exactly the single-process batch
         assert sum(map(len, parts)) - len(batch) < world_size  # padded by fewer rows than there are ranks
-    epoch_3 = list(single)
-    single.set_epoch(4)
-    assert size < 2 * batch_size or list(single) != epoch_3  # set_epoch reshuffles
 
 
-def test_ddp_with_two_gloo_processes_matches_one_process_and_logs_one_run(repo):
-    train(repo, "etth1", "gru", "tracking.enabled=false")
-    single = metrics(repo, "etth1-gru")
+def test_set_epoch_reshuffles_the_single_process_batches_and_every_ranks_shard():
+    lengths = torch.randint(1, 50, (205,))
+    samplers = [EpochBatchSampler(205, 32, True, 0, lengths, *ranks) for ranks in ((), (0, 2), (1, 2))]
+    for sampler in samplers:
+        sampler.set_epoch(3)
+    epoch_3 = [list(s) for s in samplers]
+    for sampler in samplers:
+        sampler.set_epoch(4)
+    assert all(list(s) != before for s, before in zip(samplers, epoch_3))
+    samplers[0].set_epoch(3)
+    assert list(samplers[0]) == epoch_3[0]   # and an epoch's order is a function of the epoch alone
+
+
+def test_ddp_with_two_gloo_processes_matches_one_process_and_logs_one_run(pipeline_repo, repo):
+    single = metrics(pipeline_repo[0], "etth1-gru")   # one process, the same settings
     compose_params(repo, repo.parent / "mirror", "tracking.uri=sqlite:///ddp.db")
     result = run_in(repo, TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "pipeline.train", "etth1", "gru",
                     timeout=300)  # a collective that some rank never reaches would otherwise hang for an hour
