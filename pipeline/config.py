@@ -139,9 +139,20 @@ class EmbeddingsConfig(Section):
     seed: int = Field(ge=0)
 
 
+class Anchors(Section):
+    """Published figures on a task's dataset under one protocol (conf/task/<name>.yaml): the
+    report prints them beside the task's runs when the task's prepare settings match `protocol`."""
+
+    dataset: str | None = None   # the checksum of the source they are about (task.<name>.source.checksum)
+    protocol: dict[str, Any] = Field(default_factory=dict)   # prepare settings the figures hold for
+    source: str = Field(min_length=1)                          # where the figures are published
+    figures: dict[str, dict[str, float]] = Field(min_length=1)  # model -> {metric key: value}
+
+
 class TaskBase(Section):
     source: SourceConfig
     paths: TaskPaths
+    anchors: list[Anchors] = Field(default_factory=list)  # none for a dataset without published figures
     # The models this task trains (names under model:); all of them when left out. Opting a
     # slow task out of a model keeps the full `dvc repro` inside its time budget.
     models: list[str] | None = Field(default=None, min_length=1)

@@ -28,15 +28,6 @@ log = logging.getLogger(__name__)
 
 # Published reference points (test set; ETTh1: multivariate, L=96, H=96; Tiny Shakespeare: the
 # loss over the last 10% of the characters, nanoGPT's "val").
-ANCHORS = {
-    "classifier": [("Maas et al. 2011 (word vectors + BoW)", {"test/acc": 0.8889}),
-                   ("NBSVM-bi (Wang & Manning 2012)", {"test/acc": 0.9122}),
-                   ("2-layer BiLSTM + GloVe (PyTorch tutorial)", {"test/acc": 0.8806})],
-    "forecaster": [("SegRNN (Lin et al. 2023)", {"test/mse": 0.368, "test/mae": 0.395}),
-                   ("DLinear (Zeng et al. 2023)", {"test/mse": 0.386, "test/mae": 0.400}),
-                   ("Informer (Zhou et al. 2021)", {"test/mse": 0.865, "test/mae": 0.713})],
-    "generator": [("nanoGPT baby GPT (6-layer Transformer, 10.7M parameters, A100)", {"anchor/val10_loss": 1.4697})],
-}
 QUALITY = {"classifier": ["test/acc", "test/f1", "test/auc"], "forecaster": ["test/mse", "test/mae"],
            "generator": ["test/loss", "test/bpc", "anchor/val10_loss"]}
 FLOORS = {"classifier": "majority class", "forecaster": "repeat last value", "generator": "bigram, fitted on train"}
@@ -80,6 +71,15 @@ def fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def anchors_of(task) -> list:
+    """The task's published figure groups whose protocol its prepare settings match: figures are
+    facts about one dataset under one protocol, never about a head, so a CSV task without
+    anchors, or ETTh1 at another horizon, shows none."""
+    prepare = task.prepare.model_dump()
+    return [group for group in task.anchors if group.dataset in (None, task.source.checksum)
+            and all(prepare.get(k) == v for k, v in group.protocol.items())]
+
+
 def onnx_cell(report: dict, provider: str, key: str, digits: int = 2) -> str:
     result = report.get(provider, {})
     return fmt(result.get(key), digits) if result.get("status") == "ok" else result.get("status", "–")
@@ -104,7 +104,8 @@ def results_table(task, train: dict[str, dict], onnx: dict[str, dict], best: str
                      speedup, onnx_cell(o, "cuda", cuda_key, cuda_digits), onnx_cell(o, "cpu", "max_abs_diff", 7)])
     floor = {k.replace("baseline/", "test/"): v for k, v in next(iter(train.values())).items()
              if k.startswith("baseline/")}
-    extra = [(f"naive floor: {FLOORS[kind]}", floor, 4), *((name, values, 3) for name, values in ANCHORS[kind])]
+    extra = [(f"naive floor: {FLOORS[kind]}", floor, 4),
+             *((name, values, 3) for group in anchors_of(task) for name, values in group.figures.items())]
     for name, values, digits in extra:
         rows.append([f"*{name}*", *(fmt(values.get(k), digits) if k in values else "–" for k in quality)]
                     + ["–"] * (len(header) - 1 - len(quality)))

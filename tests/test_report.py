@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pipeline.config import load_config
-from pipeline.report import ANCHORS, build_report, champion, missing_handoffs, replace_readme_table
+from pipeline.report import anchors_of, build_report, champion, missing_handoffs, replace_readme_table
 from tests.conftest import REPO_ROOT
 
 
@@ -26,8 +26,9 @@ def test_readme_results_block_matches_the_committed_metrics(tmp_path, monkeypatc
     assert replace_readme_table(readme, markdown) == readme.read_text(encoding="utf-8"), (
         "README results differ from metrics/; run `python -m pipeline.report --readme`")
     assert all(f.is_file() for f in figures) and set(champions) == set(load_config().task)
-    for anchors in ANCHORS.values():
-        assert all(name in markdown for name, _ in anchors)
+    for task in load_config().task.values():   # the committed runs use the anchors' protocols
+        assert anchors_of(task) == task.anchors and all(
+            f"*{name}*" in markdown for group in task.anchors for name in group.figures)
 
 
 def test_report_stage_writes_the_summary_with_each_tasks_champion_and_the_figures(pipeline_repo):
@@ -52,3 +53,30 @@ def test_champions_are_not_promoted_while_a_train_stages_mlflow_handoff_is_missi
     (tmp_path / "models/imdb-gru").mkdir(parents=True)
     (tmp_path / "models/imdb-gru/mlflow.json").write_text('{"run_id": "abc"}')
     assert set(missing_handoffs(config)) == every_run - {"models/imdb-gru/mlflow.json"}
+
+
+def test_each_task_shows_only_its_own_anchors_and_only_under_their_protocol():
+    from pipeline.config import compose, validate
+
+    # A CSV task made from etth1.yaml for other data, one with no anchors, and ETTh1 at H=192.
+    config = validate(compose(["+task@task.mycsv=etth1", "task.mycsv.source.checksum=sha256:" + "1" * 64,
+                               "+task@task.bare=etth1", "task.bare.anchors=[]", "task.etth1.prepare.horizon=192"]))
+    etth1, imdb = config.task["etth1"], config.task["imdb"]
+    assert config.task["mycsv"].anchors and anchors_of(config.task["mycsv"]) == []   # ETTh1's figures, other data
+    assert anchors_of(config.task["bare"]) == []
+    assert anchors_of(etth1) == []                            # ETTh1's figures are for H=96, not 192
+    assert [list(g.figures) for g in anchors_of(imdb)] == [list(g.figures) for g in imdb.anchors]
+    assert all("SegRNN" not in name for g in anchors_of(imdb) for name in g.figures)
+
+
+def test_the_report_of_a_task_without_anchors_prints_none(tmp_path, monkeypatch):
+    from pipeline.config import compose, validate
+    from pipeline.report import results_table
+
+    task = validate(compose(["task.etth1.anchors=[]"])).task["etth1"]
+    train = {"gru": {"test/mse": 0.4, "test/mae": 0.41, "best/val/mse": 0.7, "params/count": 10,
+                     "train/seconds": 1.0, "train/samples_per_s": 5.0, "baseline/mse": 1.29, "baseline/mae": 0.71}}
+    table = results_table(task, train, {}, "gru")
+    assert "*naive floor: repeat last value*" in table and "SegRNN" not in table and "DLinear" not in table
+    with_anchors = results_table(validate(compose([])).task["etth1"], train, {}, "gru")
+    assert "*SegRNN (Lin et al. 2023)* | 0.368 | 0.395" in with_anchors
