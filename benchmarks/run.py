@@ -556,9 +556,9 @@ def bench_serve(config: Config, tasks: list[str], requests_total: int, clients: 
     """Per task: its champion served (one worker, serve.timeout_s), under load_test's bounded load."""
     from benchmarks.serving_load import at_generation_limit, load_test, served
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.tracking.uri
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):  # relative to this checkout
-        uri = f"sqlite:///{Path.cwd() / uri[len('sqlite:///'):]}"
+    from pipeline.tracking import resolve_uri
+
+    uri = resolve_uri(config.tracking)   # the servers run elsewhere: a relative SQLite path, made absolute
     limits, timeout_s = config.serve.limits.model_dump(), config.serve.timeout_s
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -705,10 +705,10 @@ def markdown(results: dict) -> str:
                          f"{max(v['seconds'] for v in refusals.values()) * 1000:.0f} |")
         for name, r in results["serve"].items():
             if "at_limit" in r:
-                a = r["at_limit"]
-                lines.append(f"\n{name} at the generation limit: {a['chars']:,} characters in {a['seconds']:.1f} s "
-                             f"(status {a['status']}; the server's timeout is {a['timeout_s']} s)"
-                             + ("" if a["within_bound"] else " **over the bound**"))
+                longest = r["at_limit"]
+                lines.append(f"\n{name} at the generation limit: {longest['chars']:,} characters in "
+                             f"{longest['seconds']:.1f} s (status {longest['status']}; the server's timeout is "
+                             f"{longest['timeout_s']} s)" + ("" if longest["within_bound"] else " **over the bound**"))
     return "\n".join(lines) + "\n"
 
 
