@@ -46,11 +46,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.flops import classifier_train_flops, forecaster_train_flops, matmul_flops
 from pipeline.config import Config, load_config
 from pipeline.datasets import load_task_data
 from pipeline.distributed import pick_device, uses_bf16
 from pipeline.files import read_json, write_json_atomic, write_text_atomic
+from pipeline.flops import matmul_flops
+from pipeline.kinds.registry import KINDS, kind_of
+from pipeline.latency import LATENCY_BATCHES
+from pipeline.tracking import git_tags
 
 SECTIONS = ("train", "peephole", "roofline", "onnx", "profile", "export", "prepare", "repro-full", "repro-noop",
             "serve")
@@ -116,11 +119,6 @@ def host_info(device: torch.device) -> dict:
     return info
 
 
-def git_commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    return result.stdout.strip() or "unknown"
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -151,25 +149,20 @@ def timed_bare_loop(model, optimizer, batches, loss_fn, device: torch.device, au
 
 
 def model_for(config: Config, task_name: str, model_name: str, meta: dict) -> tuple[nn.Module, dict]:
-    from pipeline.models import build_model
-    from pipeline.train import model_args_for
-
-    spec = model_args_for(config, task_name, model_name, meta)
+    task, model = config.task[task_name], config.model[model_name]
+    kind = kind_of(task.head)
+    spec = kind.model_args(model.settings(task.head), model.cell, meta, (task_name, model_name))
     torch.manual_seed(config.seed)
-    return build_model(spec["head"], spec["args"]), spec
+    return kind.build(spec["args"]), spec
 
 
-def batch_work(head: str, args: dict, meta: dict, batches) -> dict:
-    """Samples, time steps (valid tokens for IMDB) and training FLOPs of a list of batches."""
+def batch_work(kind, args: dict, meta: dict, batches) -> dict:
+    """Samples, time steps (the kind's `step_unit`: valid tokens for IMDB) and training FLOPs of a list of batches."""
     samples = steps = flops = 0
     for inputs, _ in batches:
         samples += len(inputs)
-        if head == "classifier":
-            steps += int((inputs != meta["pad_id"]).sum())
-            flops += classifier_train_flops(args, inputs.shape[0], inputs.shape[1])
-        else:
-            steps += inputs.shape[0] * inputs.shape[1]
-            flops += forecaster_train_flops(args, inputs.shape[0], inputs.shape[1])
+        batch_steps, batch_flops = kind.train_work(inputs, args, meta)
+        steps, flops = steps + batch_steps, flops + batch_flops
     return {"samples": samples, "steps": steps, "flops": flops}
 
 
@@ -177,7 +170,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
                 n_batches: int) -> dict:
     """Our loop (pipeline.train.train_epoch over its DataLoader) against the bare loop over the
     same batches, alternating, each from the same initial weights."""
-    from pipeline.train import LOSSES, train_epoch
+    from pipeline.epochs import train_epoch
 
     task = config.task[task_name]
     data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed, config.train.num_workers)
@@ -185,7 +178,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
     n_batches = min(n_batches, len(data.train))
     batches = list(itertools.islice(data.train, n_batches))
     initial, spec = model_for(config, task_name, model_name, data.meta)
-    loss_fn = LOSSES[task.head]()
+    loss_fn = kind_of(task.head).loss()
     autocast = uses_bf16(config.precision_of(task_name), device)
 
     def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -206,7 +199,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
     def bare() -> float:
         return timed_bare_loop(*fresh(), batches, loss_fn, device, autocast)
 
-    work = batch_work(spec["head"], spec["args"], data.meta, batches)
+    work = batch_work(kind_of(task.head), spec["args"], data.meta, batches)
     ours(), bare()  # warm-up: allocator, oneDNN/cuDNN kernel selection
     seconds = {"ours": [], "bare": []}
     for repeat in range(repeats):  # alternate which goes first, so drift favours neither
@@ -214,7 +207,7 @@ def bench_train(config: Config, task_name: str, model_name: str, device: torch.d
         for loop, measure in order:
             seconds[loop].append(measure())
     result = {"batches": n_batches, "batch_size": task.train.batch_size, **work,
-              "step_unit": "valid tokens" if spec["head"] == "classifier" else "input time steps"}
+              "step_unit": kind_of(task.head).step_unit}
     for loop, values in seconds.items():
         result[loop] = {"seconds": stats(values),
                         "samples_per_s": stats([work["samples"] / s for s in values]),
@@ -235,22 +228,18 @@ PEEPHOLE_RATIO_TARGET = 0.5
 def bench_peephole(config: Config, task_name: str, device: torch.device, repeats: int, n_batches: int) -> dict:
     """Training throughput of the peephole LSTM against nn.LSTM: the task's LSTM settings with
     one cell and then the other, the bare loop over the same batches, alternating."""
-    from pipeline.train import LOSSES
-
     task = config.task[task_name]
     data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed, config.train.num_workers)
     data.train.batch_sampler.set_epoch(1)
     batches = list(itertools.islice(data.train, min(n_batches, len(data.train))))
     reference = next(name for name, model in config.model.items() if model.cell == "lstm")
     initial, spec = model_for(config, task_name, reference, data.meta)
-    loss_fn = LOSSES[task.head]()
+    loss_fn = kind_of(task.head).loss()
     autocast = uses_bf16(config.precision_of(task_name), device)
 
     def measure(cell: str) -> float:
-        from pipeline.models import build_model
-
         torch.manual_seed(config.seed)
-        model = build_model(spec["head"], {**spec["args"], "cell": cell}).to(device)
+        model = kind_of(task.head).build({**spec["args"], "cell": cell}).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
         return timed_bare_loop(model, optimizer, batches, loss_fn, device, autocast)
 
@@ -346,7 +335,7 @@ def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int, ti
     from pipeline.sessions import PROVIDERS, open_workloads
 
     trained = load_trained(config, task_name, model_name)
-    model, head, args, meta = trained.model, trained.head, trained.spec["args"], trained.meta
+    model, kind, args, meta = trained.model, kind_of(trained.head), trained.spec["args"], trained.meta
     int8_path = int8_model(trained.paths.onnx_model)
     result = {}
     for key, provider in PROVIDERS.items():
@@ -356,13 +345,13 @@ def bench_onnx(config: Config, task_name: str, model_name: str, repeats: int, ti
             result[key] = {"status": "unavailable", "reason": reason}
             continue
         int8_sessions = open_workloads(int8_path, provider, config.export.session)[0] if int8_path.is_file() else None
-        device = torch.device("cuda" if key == "cuda" and torch.cuda.is_available() else "cpu")
+        device = pick_device("auto" if key == "cuda" else "cpu")   # PyTorch on the provider's kind of device
         fp32_runs, int8_runs = [], []
         for _ in range(repeats):  # INT8 right after fp32, against the same PyTorch timings
-            fp32 = latency_report(sessions, model.to(device), head, args, meta, device, timing_runs)
+            fp32 = latency_report(sessions, model.to(device), kind, args, meta, device, timing_runs)
             fp32_runs.append(fp32)
             if int8_sessions is not None:
-                int8 = onnx_latency(int8_sessions, head, args, meta, timing_runs)
+                int8 = onnx_latency(int8_sessions, kind, args, meta, timing_runs)
                 int8_runs.append({**int8, **{f"speedup_vs_torch_b{b}": fp32[f"torch_latency_ms_b{b}_p50"]
                                              / int8[f"latency_ms_b{b}_p50"] for b in LATENCY_BATCHES}})
         result[key] = {"status": "ok", "torch_device": device.type,
@@ -432,15 +421,15 @@ def bench_profile(config: Config, task_name: str, model_name: str, timing_runs: 
     """On the CPU, at the two timed batches: the op types that take the time in the fp32 and
     INT8 onnxruntime models and in PyTorch eager (the evidence behind a missed target)."""
     from pipeline.checkpoints import load_trained
-    from pipeline.latency import LATENCY_BATCHES, WORKLOAD_OF_BATCH, latency_input
+    from pipeline.latency import LATENCY_BATCHES, WORKLOAD_OF_BATCH
     from pipeline.layout import int8_model
 
     trained = load_trained(config, task_name, model_name)
-    model, head, args, meta = trained.model.cpu(), trained.head, trained.spec["args"], trained.meta
+    model, kind, args, meta = trained.model.cpu(), kind_of(trained.head), trained.spec["args"], trained.meta
     variants = {"fp32": trained.paths.onnx_model, "int8": int8_model(trained.paths.onnx_model)}
     result = {}
     for batch in LATENCY_BATCHES:
-        x = latency_input(head, args, meta, batch)
+        x = kind.latency_input(args, meta, batch)
         settings = getattr(config.export.session, WORKLOAD_OF_BATCH[batch]).model_dump()
         row = {"torch": torch_profile(model, torch.from_numpy(x), timing_runs[batch])}
         for variant, path in variants.items():
@@ -453,15 +442,16 @@ def bench_profile(config: Config, task_name: str, model_name: str, timing_runs: 
 
 def bench_export(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
     from pipeline.checkpoints import load_trained
-    from pipeline.export import export_onnx, graph_interface
+    from pipeline.onnx_files import export_onnx
 
     trained = load_trained(config, task_name, model_name)
-    interface = graph_interface(trained.head, trained.spec["args"], trained.meta)
+    kind = kind_of(trained.head)
+    interface = kind.graph_interface(trained.spec["args"], trained.meta)
     seconds = []
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
             start = time.perf_counter()
-            export_onnx(trained.model, trained.head, interface, Path(tmp) / "model.onnx", config.export.opset,
+            export_onnx(kind.export_module(trained.model), interface, Path(tmp) / "model.onnx", config.export.opset,
                         config.export.dynamo, {})
             seconds.append(time.perf_counter() - start)  # export plus check and save, as the stage does
     return {"seconds": stats(seconds)}
@@ -471,7 +461,7 @@ def bench_export(config: Config, task_name: str, model_name: str, repeats: int) 
 
 
 def bench_prepare(config: Config, tasks: list[str], repeats: int) -> dict:
-    from pipeline.prepare import PREPARERS
+    from pipeline.data import PREPARERS
 
     # What each kind's card counts: (unit, card -> count).
     units = {"imdb": ("reviews", lambda card: sum(s["count"] for s in card["splits"].values()) + card["unsup_count"]),
@@ -523,7 +513,7 @@ def bench_repro_full(repeats: int) -> dict:
             clone = Path(tmp) / "clone"
             subprocess.run(["git", "clone", "-q", str(Path.cwd()), str(clone)], check=True)
             seconds.append(timed(["dvc", "repro"], clone, repro_env()))
-    return {"commit": git_commit(), "seconds": stats(seconds)}
+    return {"commit": git_tags()["git.commit"], "seconds": stats(seconds)}
 
 
 def bench_repro_noop(repeats: int) -> dict:
@@ -541,21 +531,9 @@ def bench_repro_noop(repeats: int) -> dict:
 # ---- (g) serving under load ------------------------------------------------------------------------
 
 
-def series_window(task) -> dict:
-    """The last 2 x lookback rows of a forecaster task's CSV, as a `dataframe_split` request."""
-    import csv
-
-    with open(task.paths.raw, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header, rows = next(reader), list(reader)
-    tail = rows[-2 * task.prepare.lookback:]
-    return {"columns": header, "data": [[row[0], *map(float, row[1:])] for row in tail]}
-
-
 def bench_serve(config: Config, tasks: list[str], requests_total: int, clients: int) -> dict:
     """Per task: its champion served (one worker, serve.timeout_s), under load_test's bounded load."""
-    from benchmarks.serving_load import at_generation_limit, load_test, served
-
+    from benchmarks.serving_load import at_limit, load_test, served
     from pipeline.tracking import resolve_uri
 
     uri = resolve_uri(config.tracking)   # the servers run elsewhere: a relative SQLite path, made absolute
@@ -564,12 +542,13 @@ def bench_serve(config: Config, tasks: list[str], requests_total: int, clients: 
     with tempfile.TemporaryDirectory() as tmp:
         for name in tasks:
             head = config.task[name].head
-            window = series_window(config.task[name]) if head == "forecaster" else None
+            kind = kind_of(head).spec   # the requests are the kind's (pipeline/kinds/*_spec.py)
+            window, longest = kind.request_material(config.task[name]), kind.longest_request(limits)
             with served(Path.cwd(), f"models:/{name}@champion", Path(tmp) / f"{name}.log", uri, timeout_s) as base:
                 result[name] = {"head": head, "timeout_s": timeout_s,
-                                **load_test(base, head, limits, window, requests_total, clients, timeout_s)}
-                if head == "generator":
-                    result[name]["at_limit"] = at_generation_limit(base, limits, timeout_s)
+                                **load_test(base, kind, limits, window, requests_total, clients, timeout_s)}
+                if longest is not None:
+                    result[name]["at_limit"] = at_limit(base, longest, timeout_s)
     return result
 
 
@@ -593,7 +572,7 @@ def ratio(result: dict, key: str) -> str:
 def onnx_row(name: str, label: str, r: dict, fp32: dict) -> str:
     """One row of table (c): `r`'s onnxruntime timings beside the PyTorch timings in `fp32`."""
     speedups = " / ".join(f"{r[f'speedup_vs_torch_b{b}']['median']:.2f}×"
-                          + ("" if r[f"target_met_b{b}"] else " **missed**") for b in (1, 64))
+                          + ("" if r[f"target_met_b{b}"] else " **missed**") for b in LATENCY_BATCHES)
     target = "no target" if r["target"] is None else f"≥ {r['target']:g}×"
     return (f"| {name} | {label} | {fmt(r['latency_ms_b1_p50'], digits=2)} | {fmt(r['latency_ms_b1_p95'], digits=2)} | "
             f"{fmt(fp32['torch_latency_ms_b1_p50'], digits=2)} | {fmt(r['latency_ms_b64_p50'], digits=2)} | "
@@ -770,18 +749,19 @@ def run(args: argparse.Namespace) -> dict:
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
     runs = chosen_runs(config, args.runs)
     timing_runs = dict(REPEATS) if args.timing_runs is None else {b: args.timing_runs for b in LATENCY_BATCHES}
-    results = {"host_kind": host_kind(device), "host": host_info(device), "commit": git_commit(),
+    results = {"host_kind": host_kind(device), "host": host_info(device), "commit": git_tags()["git.commit"],
                "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "repeats": args.repeats, "sections": args.only,
                "runs": list(runs), "timing_runs": timing_runs}
     tasks = list(dict.fromkeys(run.task for run in runs.values()))
 
-    def each_model(function, *extra, heads=("classifier", "forecaster", "generator")):
+    def each_model(function, *extra, heads=tuple(KINDS)):
         return {name: function(config, run.task, run.model, *extra) for name, run in runs.items()
                 if run.head in heads}
 
-    # The FLOP counts and batch latencies cover the classifier and the forecaster; a generator's
-    # ms per character and prompt rate are measured by its validate stage (metrics/onnx/).
-    batch_heads = ("classifier", "forecaster")
+    # The FLOP counts and batch latencies cover the kinds whose forward pass maps a batch to a
+    # batch (classifier, forecaster); a generator's ms per character and prompt rate are measured
+    # by its validate stage (metrics/onnx/).
+    batch_heads = tuple(name for name, kind in KINDS.items() if kind.batched)
 
     steps = [
         ("train", lambda: each_model(bench_train, device, args.repeats, args.batches, heads=batch_heads)),

@@ -77,40 +77,11 @@ def served(repo: Path, uri: str, log_path: Path, tracking_uri: str, timeout_s: i
 # ---- the requests --------------------------------------------------------------------------------
 
 
-def well_formed(head: str, window: dict | None) -> dict:
-    """One ordinary request of each kind: four reviews, one forecast window, a short text."""
-    if head == "classifier":
-        return {"inputs": ["A wonderful, moving film.", "Dull and far too long.",
-                           "The plot was thin but the acting carried it.", "I would not watch it again."]}
-    if head == "forecaster":
-        return {"dataframe_split": window}
-    return {"dataframe_records": [{"prompt": "ROMEO:", "max_chars": 200, "seed": 1}]}
-
-
-def refused(head: str, limits: dict, window: dict | None) -> dict[str, tuple[dict | str, int, str]]:
-    """{name: (body, expected status, text the answer must hold)}: one over each limit of the
-    kind, and malformed bodies. A limit's answer names its setting."""
-    cases: dict[str, tuple[dict | str, int, str]] = {"not JSON": ("{not json", 400, ""),
-                                                     "no known form": ({"rows": [1, 2]}, 400, "")}
-    if head == "classifier":
-        cases["max_texts"] = ({"inputs": ["ok"] * (limits["max_texts"] + 1)}, 400, "serve.limits.max_texts")
-        cases["max_text_chars"] = ({"inputs": ["a" * (limits["max_text_chars"] + 1)]}, 400,
-                                   "serve.limits.max_text_chars")
-        cases["wrong field"] = ({"dataframe_records": [{"review": "fine"}]}, 400, "takes a field 'text'")
-    elif head == "forecaster":
-        rows = window["data"]
-        many = {**window, "data": [rows[i % len(rows)] for i in range(limits["max_series_rows"] + 1)]}
-        cases["max_series_rows"] = ({"dataframe_split": many}, 400, "serve.limits.max_series_rows")
-        cases["too few rows"] = ({"dataframe_split": {**window, "data": rows[:2]}}, 400, "looks back")
-    else:
-        cases["max_prompt_chars"] = ({"inputs": "a" * (limits["max_prompt_chars"] + 1)}, 400,
-                                     "serve.limits.max_prompt_chars")
-        cases["max_generate_chars"] = ({"dataframe_records": [{"prompt": "ROMEO:",
-                                                               "max_chars": limits["max_generate_chars"] + 1}]},
-                                       400, "serve.limits.max_generate_chars")
-        cases["negative temperature"] = ({"dataframe_records": [{"prompt": "ROMEO:", "temperature": -1}]}, 400,
-                                         "temperature")
-    return cases
+def refused(kind, limits: dict, window: dict | None) -> dict[str, tuple[dict | str, int, str]]:
+    """{name: (body, expected status, text the answer must hold)}: malformed bodies, and the
+    kind's own (`refused_requests`: one over each of its limits, each answer naming its setting)."""
+    return {"not JSON": ("{not json", 400, ""), "no known form": ({"rows": [1, 2]}, 400, ""),
+            **kind.refused_requests(limits, window)}
 
 
 def post(base: str, body: dict | str, timeout_s: float):
@@ -129,13 +100,13 @@ def percentiles(seconds: list[float]) -> dict:
     return {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)}
 
 
-def load_test(base: str, head: str, limits: dict, window: dict | None, requests_total: int, clients: int,
+def load_test(base: str, kind, limits: dict, window: dict | None, requests_total: int, clients: int,
               timeout_s: int) -> dict:
     """`requests_total` well-formed requests from `clients` threads; halfway through, every
     refused case is sent too, from its own thread, while the load goes on."""
-    body, client_timeout = well_formed(head, window), timeout_s + 10
+    body, client_timeout = kind.ordinary_request(window), timeout_s + 10
     post(base, body, client_timeout)  # warm-up: the first request pays for lazy initialisation
-    cases = refused(head, limits, window)
+    cases = refused(kind, limits, window)
     with ThreadPoolExecutor(max_workers=clients + 1) as pool:
         start = time.perf_counter()
         load = [pool.submit(post, base, body, client_timeout) for _ in range(requests_total // 2)]
@@ -156,9 +127,8 @@ def load_test(base: str, head: str, limits: dict, window: dict | None, requests_
             "all_refused": all(r["ok"] for r in refusals.values())}
 
 
-def at_generation_limit(base: str, limits: dict, timeout_s: int) -> dict:
-    """The longest request a generator serves: max_generate_chars characters, timed against the bound."""
-    body = {"dataframe_records": [{"prompt": "ROMEO:", "max_chars": limits["max_generate_chars"]}]}
+def at_limit(base: str, body: dict, timeout_s: int) -> dict:
+    """The longest request the kind serves (its `longest_request`), timed against the bound."""
     status, seconds, text = post(base, body, timeout_s + 10)
     chars = len(json.loads(text)["predictions"]["predictions"]["text"]) if status == 200 else 0
     return {"status": status, "chars": chars, "seconds": seconds, "timeout_s": timeout_s,

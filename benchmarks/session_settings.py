@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.latency import LATENCY_SEQUENCE
 from pipeline.layout import METADATA_PREFIX
 from pipeline.sessions import PROVIDERS, open_session
 
 GRID = {"intra_op_num_threads": (0, 1, 2), "execution_mode": ("sequential", "parallel"),
         "graph_optimization_level": ("all", "extended", "basic")}  # first: the defaults
 BATCHES = {1: (10, 10), 8: (5, 6), 64: (5, 4)}  # batch: (rounds, runs per setting per round)
-SEQUENCE = 256  # tokens per row for a token-id input, as validate times it
+SEQUENCE = LATENCY_SEQUENCE  # tokens per row for a token-id input, as validate times it
 
 
 def settings_grid() -> list[dict]:

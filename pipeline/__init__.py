@@ -1,1 +1,2 @@
-"""Recurrent baselines (LSTM, GRU) for IMDB and ETTh1: DVC stages, Hydra config, MLflow, ONNX."""
+"""Recurrent baselines (LSTM, GRU, peephole LSTM) for IMDB, ETTh1 (or any CSV series) and Tiny Shakespeare:
+DVC stages, Hydra config, MLflow, ONNX."""

@@ -14,8 +14,8 @@ from torch import nn
 
 from pipeline.config import Config, ConfigError
 from pipeline.files import atomic_path, read_json
+from pipeline.kinds.registry import build_model
 from pipeline.layout import RunPaths, run_name, run_paths
-from pipeline.models import build_model
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

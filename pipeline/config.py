@@ -13,30 +13,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
+
+from pipeline.kinds import (
+    SPECS,
+    classifier_spec,
+    forecaster_spec,
+    generator_spec,
+    spec_of,
+)
+from pipeline.layout import run_name
+from pipeline.schema import Checksum, ConfigError, Dropout, PositiveInt, Section  # noqa: F401  (re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 PARAMS_FILE = "params.yaml"
-
-Checksum = Annotated[
-    str,
-    Field(pattern=r"^(md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$",
-          description="<algorithm>:<hex digest>, algorithm md5 or sha256"),
-]
-PositiveInt = Annotated[int, Field(gt=0)]
-
-
-class Section(BaseModel):
-    # strict: YAML gives real types, so "yes" for a bool or "3" for an int is a mistake.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ConfigError(ValueError):
-    """A configuration that does not fit the schema; the message names each bad key."""
 
 
 # ---- paths ----------------------------------------------------------------------------
@@ -156,6 +151,17 @@ class TaskBase(Section):
     # The models this task trains (names under model:); all of them when left out. Opting a
     # slow task out of a model keeps the full `dvc repro` inside its time budget.
     models: list[str] | None = Field(default=None, min_length=1)
+    # The model head it trains (a kind, pipeline/kinds/); each data kind has its own default.
+    head: str
+
+    @property
+    def metric(self) -> str:
+        """The metric that picks the best epoch and the champion: the head's."""
+        return spec_of(self.head).METRIC
+
+    @property
+    def maximize(self) -> bool:
+        return spec_of(self.head).MAXIMIZE
 
 
 class ImdbTask(TaskBase):
@@ -163,28 +169,21 @@ class ImdbTask(TaskBase):
     prepare: ImdbPrepare
     embeddings: EmbeddingsConfig
     train: TaskTrain
-    # The model head this task trains, and the metric that picks its best epoch and champion.
-    head: ClassVar[str] = "classifier"
-    metric: ClassVar[str] = "acc"
-    maximize: ClassVar[bool] = True
+    head: str = classifier_spec.NAME
 
 
 class TimeseriesTask(TaskBase):
     kind: Literal["timeseries"]
     prepare: TimeseriesPrepare
     train: TaskTrain
-    head: ClassVar[str] = "forecaster"
-    metric: ClassVar[str] = "mse"
-    maximize: ClassVar[bool] = False
+    head: str = forecaster_spec.NAME
 
 
 class CharLmTask(TaskBase):
     kind: Literal["charlm"]
     prepare: CharLmPrepare
     train: CharLmTrain
-    head: ClassVar[str] = "generator"
-    metric: ClassVar[str] = "loss"   # nats per character
-    maximize: ClassVar[bool] = False
+    head: str = generator_spec.NAME
 
 
 TASK_TYPES = {"imdb": ImdbTask, "timeseries": TimeseriesTask, "charlm": CharLmTask}  # task kind -> its schema
@@ -194,49 +193,15 @@ TASK_KINDS = tuple(TASK_TYPES)
 # ---- model, training, export, tracking ------------------------------------------------
 
 
-Dropout = Annotated[float, Field(ge=0, lt=1)]
+class ModelBase(Section):
+    """model.<name>: the cell, and one section of settings per kind of head (its spec's
+    `Settings`, pipeline/kinds/*_spec.py). A section may be left out where no task trains
+    that head with this model."""
 
-
-class ClassifierConfig(Section):
-    embedding_dim: PositiveInt
-    pretrained_embeddings: bool
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    bidirectional: bool
-    dropout: Dropout
-    embedding_dropout: Dropout
-    pooling: list[Literal["last", "mean", "max"]] = Field(min_length=1)
-
-
-class ForecasterConfig(Section):
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    dropout: Dropout
-    revin: bool
-    segment_len: int = Field(ge=0, description="0 = one step at a time")
-    channel_independent: bool
-
-
-class GeneratorConfig(Section):
-    embedding_dim: PositiveInt
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    dropout: Dropout
-    tie_weights: bool   # the output layer reuses the embedding (needs embedding_dim == hidden_size)
-
-    @model_validator(mode="after")
-    def _tying_fits(self) -> "GeneratorConfig":
-        if self.tie_weights and self.embedding_dim != self.hidden_size:
-            raise ValueError(f"tie_weights needs embedding_dim == hidden_size, found {self.embedding_dim} "
-                             f"and {self.hidden_size}")
-        return self
-
-
-class ModelConfig(Section):
     cell: Literal["lstm", "gru", "lstm_peephole"]
-    classifier: ClassifierConfig
-    forecaster: ForecasterConfig
-    generator: GeneratorConfig
+
+    def settings(self, head: str) -> Section:
+        return getattr(self, head)
 
 
 class TrainConfig(Section):
@@ -302,6 +267,10 @@ class Run(Section):
     head: str
 
 
+def default_head(kind: str) -> str:
+    return TASK_TYPES[kind].model_fields["head"].default
+
+
 def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Every task x model pair (a task's own `models` when it names them), keyed
     `<task>-<model>` (the stage suffix in dvc.yaml).
@@ -315,8 +284,8 @@ def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict
         if kind not in TASK_TYPES:  # left to the schema, which names the key and the kinds
             continue
         for model_name in task.get("models") or models:
-            pairs[f"{task_name}-{model_name}"] = {"task": task_name, "model": model_name,
-                                                  "head": TASK_TYPES[kind].head}
+            pairs[run_name(task_name, model_name)] = {"task": task_name, "model": model_name,
+                                                  "head": task.get("head") or default_head(kind)}
     return pairs
 
 
@@ -332,9 +301,12 @@ def register_resolvers() -> None:
 
 
 class Config(Section):
+    """The whole configuration. Its `model` sections follow the registered kinds, so the class
+    that validates is `schema()`, built from this one and pipeline.kinds.SPECS."""
+
     paths: PathsConfig
     task: dict[str, TaskConfig] = Field(min_length=1)
-    model: dict[str, ModelConfig] = Field(min_length=1)
+    model: dict[str, ModelBase] = Field(min_length=1)
     runs: dict[str, Run]
     train: TrainConfig
     export: ExportConfig
@@ -353,12 +325,31 @@ class Config(Section):
             if unknown:
                 raise ValueError(f"task.{name}.models: {unknown} are not models; "
                                  f"expected some of {sorted(self.model)}")
+        for name, task in self.task.items():
+            if task.head not in SPECS:
+                raise ValueError(f"task.{name}.head: no kind {task.head!r}; the kinds are {sorted(SPECS)}")
         expected = derive_runs({n: t.model_dump() for n, t in self.task.items()}, self.model)
         found = {name: run.model_dump() for name, run in self.runs.items()}
         if found != expected:
             raise ValueError(f"runs must be every task x model pair {sorted(expected)}, found {sorted(found)}; "
                              "it is derived: recompose params.yaml with `python -m pipeline.config`")
+        for run in self.runs.values():
+            if self.model[run.model].settings(run.head) is None:
+                raise ValueError(f"model.{run.model}.{run.head}: required, since task.{run.task} trains the "
+                                 f"{run.head} head with model {run.model}")
         return self
+
+
+@lru_cache(maxsize=None)
+def _schema(kinds: tuple[tuple[str, type], ...]) -> type[Config]:
+    model = create_model("ModelConfig", __base__=ModelBase,
+                         **{name: (settings | None, None) for name, settings in kinds})
+    return create_model("Config", __base__=Config, model=(dict[str, model], Field(min_length=1)))
+
+
+def schema() -> type[Config]:
+    """The Config class for the kinds registered now."""
+    return _schema(tuple((name, spec.Settings) for name, spec in SPECS.items()))
 
 
 # ---- composition and loading ----------------------------------------------------------
@@ -399,7 +390,7 @@ def _describe(error: dict[str, Any]) -> str:
 
 def validate(container: dict[str, Any], source: str = PARAMS_FILE) -> Config:
     try:
-        return Config.model_validate(container)
+        return schema().model_validate(container)
     except ValidationError as exc:
         lines = "\n".join(f"  - {_describe(e)}" for e in exc.errors())
         raise ConfigError(f"{source}: invalid configuration\n{lines}") from None
@@ -426,11 +417,16 @@ def load_task(name: str, path: str | Path = PARAMS_FILE) -> tuple[Config, TaskCo
     return config, config.task[name]
 
 
-def stage_args(module: str, names: list[str], argv: list[str] | None) -> list[str]:
-    """Set up logging and return a stage's positional arguments; a wrong count exits (2) with usage."""
+def setup_logging() -> None:
+    """Every stage's log lines: level, module, message."""
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def stage_args(module: str, names: list[str], argv: list[str] | None) -> list[str]:
+    """A stage's positional arguments (logging set up first); a wrong count exits (2) with usage."""
+    setup_logging()
     args = sys.argv[1:] if argv is None else list(argv)
     if len(args) != len(names):
         print(f"usage: python -m {module} " + " ".join(f"<{n}>" for n in names), file=sys.stderr)

@@ -11,7 +11,7 @@ the config is the global batch whatever N is.
 Character-level text trains on windows of `block_size` characters at random offsets: an
 epoch is `steps_per_epoch` batches of them, drawn afresh each epoch. Its val and test
 loaders hold consecutive windows (the whole split is also scored as contiguous streams,
-state carried: pipeline/scoring.py).
+state carried: pipeline/kinds/generator.py).
 """
 
 from __future__ import annotations

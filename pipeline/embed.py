@@ -1,4 +1,4 @@
-"""Stage `embed@imdb`: word2vec embeddings pretrained on the unlabelled and training reviews.
+"""Stage `embed`: word2vec embeddings pretrained on the unlabelled and training reviews.
 
     python -m pipeline.embed imdb
 
@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import ConfigError, EmbeddingsConfig, ImdbTask, load_task, stage_args
+from pipeline.config import (
+    ConfigError,
+    EmbeddingsConfig,
+    ImdbTask,
+    load_task,
+    stage_args,
+)
 from pipeline.data.imdb import read_reviews
 from pipeline.files import atomic_dir, read_json, write_json_atomic
 

@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from pipeline.files import atomic_path, file_digest
 from pipeline.config import ConfigError, SourceConfig, load_task, stage_args
+from pipeline.files import atomic_path, file_digest
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,9 @@ import numpy as np
 
 Step = Callable[[np.ndarray, tuple], tuple[np.ndarray, tuple]]
 
-# The samples logged to MLflow: from the task's fixed prompt, 500 characters at temperature 0.8.
-SAMPLE_CHARS = 500
-SAMPLE_TEMPERATURE = 0.8
-SAMPLE_SEED = 0
+# How text is sampled unless asked otherwise: the samples that training logs to MLflow (from
+# the task's fixed prompt), pipeline.predict's defaults and a served request's missing fields.
+SAMPLING = {"max_chars": 500, "temperature": 0.8, "seed": 0, "top_k": None}
 
 
 class VocabularyError(ValueError):

@@ -1,8 +1,8 @@
 """The latency harness: how a model is timed, written once for the validate stage and the benchmarks.
 
 Two timed batches: 1 row on a session with `export.session.latency`'s settings and 64 rows on
-one with `export.session.throughput`'s. A classifier's rows are `LATENCY_SEQUENCE` tokens, a
-forecaster's its lookback window. Each figure is taken over `REPEATS[batch]` calls after a
+one with `export.session.throughput`'s; each kind makes its own rows (`kind.latency_input`: a
+classifier's are `LATENCY_SEQUENCE` tokens, a forecaster's its lookback window). Each figure is taken over `REPEATS[batch]` calls after a
 warm-up; PyTorch eager is timed the same way, in the same process, for the speed-ups.
 """
 
@@ -44,20 +44,13 @@ def synced(run: Callable[[], object], device: torch.device) -> Callable[[], None
     return timed
 
 
-def latency_input(head: str, args: dict, meta: dict, batch: int) -> np.ndarray:
-    rng = np.random.default_rng(batch)
-    if head == "classifier":
-        return rng.integers(2, args["vocab_size"], (batch, LATENCY_SEQUENCE)).astype(np.int64)
-    return rng.standard_normal((batch, meta["lookback"], args["n_channels"])).astype(np.float32)
-
-
-def onnx_latency(sessions: dict, head: str, args: dict, meta: dict,
+def onnx_latency(sessions: dict, kind, args: dict, meta: dict,
                  repeats: Mapping[int, int] = REPEATS) -> dict:
     """p50/p95 latency and throughput per timed batch, each on its workload's session."""
     report = {}
     for batch in LATENCY_BATCHES:
         session = sessions[WORKLOAD_OF_BATCH[batch]]
-        feed = {session.get_inputs()[0].name: latency_input(head, args, meta, batch)}
+        feed = {session.get_inputs()[0].name: kind.latency_input(args, meta, batch)}
         ms = timings(lambda: session.run(None, feed), repeats[batch])
         report.update({f"latency_ms_b{batch}_p50": float(np.median(ms)),
                        f"latency_ms_b{batch}_p95": float(np.percentile(ms, 95)),
@@ -65,11 +58,11 @@ def onnx_latency(sessions: dict, head: str, args: dict, meta: dict,
     return report
 
 
-def torch_latency(model, head: str, args: dict, meta: dict, device: torch.device,
+def torch_latency(model, kind, args: dict, meta: dict, device: torch.device,
                   repeats: Mapping[int, int] = REPEATS) -> dict:
     report = {}
     for batch in LATENCY_BATCHES:
-        x = torch.from_numpy(latency_input(head, args, meta, batch)).to(device)
+        x = torch.from_numpy(kind.latency_input(args, meta, batch)).to(device)
 
         def eager():
             with torch.inference_mode():
@@ -81,10 +74,10 @@ def torch_latency(model, head: str, args: dict, meta: dict, device: torch.device
     return report
 
 
-def latency_report(sessions: dict, model, head: str, args: dict, meta: dict, device: torch.device,
+def latency_report(sessions: dict, model, kind, args: dict, meta: dict, device: torch.device,
                    repeats: Mapping[int, int] = REPEATS) -> dict:
     """ONNX (`sessions`: workload -> session) and PyTorch eager timed the same way, and the speed-ups."""
-    ours = onnx_latency(sessions, head, args, meta, repeats)
-    theirs = torch_latency(model, head, args, meta, device, repeats)
+    ours = onnx_latency(sessions, kind, args, meta, repeats)
+    theirs = torch_latency(model, kind, args, meta, device, repeats)
     return {**ours, **theirs, **{f"speedup_vs_torch_b{b}": theirs[f"torch_latency_ms_b{b}_p50"]
                                  / ours[f"latency_ms_b{b}_p50"] for b in LATENCY_BATCHES}}

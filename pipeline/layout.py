@@ -1,6 +1,6 @@
 """Where each run's outputs live, and the ONNX metadata prefix: written once, used everywhere.
 
-dvc.yaml declares the same paths (it cannot import this module); tests/test_repo.py checks
+dvc.yaml declares the same paths (it cannot import this module); tests/test_dvc_deps.py checks
 that the two agree. No torch or pydantic here: the deployment path imports it too.
 """
 
@@ -23,6 +23,7 @@ class RunPaths:
     train_metrics: Path      # train: every figure of the run (report, export metadata, MLflow)
     train_scores: Path       # train: the headline that DVC compares (`dvc metrics show`)
     figures: Path            # train: PNG figures and their data, for MLflow and the report
+    sample: Path             # train: a generator's final sample (text), in figures/
     curves_plot: Path        # train: loss per epoch, a DVC plot (plots/curves/*)
     head_plot: Path          # train: the head's DVC plot (plots/<head>/*: confusion, forecast vs truth)
     resume: Path             # train: per-epoch resume state, deleted when the run ends
@@ -52,7 +53,7 @@ def run_paths(paths, task: str, model: str, head: str) -> RunPaths:
     return RunPaths(
         name=name, model_dir=model_dir, checkpoint=model_dir / "model.pt", handoff=model_dir / "mlflow.json",
         train_metrics=metrics / "train" / f"{name}.json", train_scores=Path(paths.scores) / "train" / f"{name}.json",
-        figures=plots / "train" / name, curves_plot=plots / "curves" / f"{name}.csv",
+        figures=plots / "train" / name, sample=plots / "train" / name / "sample.txt", curves_plot=plots / "curves" / f"{name}.csv",
         head_plot=plots / head / f"{name}.csv", resume=Path(paths.checkpoints) / name / "last.pt",
         onnx_dir=onnx_dir, onnx_model=onnx_dir / "model.onnx", export_info=onnx_dir / "export.json",
         onnx_metrics=metrics / "onnx" / f"{name}.json", onnx_scores=Path(paths.scores) / "onnx" / f"{name}.json")

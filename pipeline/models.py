@@ -65,7 +65,7 @@ class OnnxBidirectionalLayer(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, w, r, b, p, sequence_lens, op: str, hidden_size: int, training_output):
-        from torch.onnx.symbolic_opset9 import unused   # an omitted optional input
+        from torch.onnx.symbolic_opset9 import unused  # an omitted optional input
 
         inputs = [g.op("Transpose", x, perm_i=[1, 0, 2]), w, r, b, sequence_lens]
         if p is not None:   # no initial states (zeros), then the peepholes
@@ -263,11 +263,6 @@ class CharGenerator(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.step(input_ids, self.zero_state(input_ids.shape[0], input_ids.device))[0]
-
-
-def build_model(head: str, args: dict) -> nn.Module:
-    """Rebuild a model from the plain `model_args` stored in a checkpoint."""
-    return {"classifier": SequenceClassifier, "forecaster": Forecaster, "generator": CharGenerator}[head](**args)
 
 
 def count_parameters(model: nn.Module) -> int:

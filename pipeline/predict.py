@@ -40,25 +40,18 @@ before any work, as the served model checks them; `--no-limits` lifts them here.
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from pipeline import generation
+from pipeline.generation import SAMPLING
+from pipeline.kinds import SPECS, spec_of
 from pipeline.layout import METADATA_PREFIX as PREFIX
 from pipeline.layout import int8_model
+from pipeline.limits import LimitError, PredictError, limits_of, within  # noqa: F401  (predict's errors)
 from pipeline.sessions import PROVIDERS, open_session
 
-
 INT8_SUFFIX = int8_model("model.onnx").name[len("model"):]  # ".int8.onnx"
-
-
-class PredictError(ValueError):
-    """Input or model that this deployment path cannot use; the message says which and why."""
 
 
 def resolve_model(source: str, int8: bool = False) -> Path:
@@ -138,6 +131,9 @@ def open_model(path: Path, provider: str = "auto"):
     if missing:
         raise PredictError(f"{path}: not a model exported by this project (metadata {PREFIX}{missing[0]} "
                            "missing); export it with `python -m pipeline.export`")
+    if meta["head"] not in SPECS:
+        raise PredictError(f"{path}: a model of head {meta['head']!r}, which this deployment path does not know "
+                           f"(it knows {sorted(SPECS)}); update the code to the commit that exported it")
     print(f"predict: {meta['task']}-{meta['model']} on {session.get_providers()[0]}", file=sys.stderr)
     return session, meta
 
@@ -158,163 +154,6 @@ def workload_session(session, path: Path, meta: dict, rows: int):
     return tuned
 
 
-# ---- request limits -----------------------------------------------------------------------------
-# conf/serve's serve.limits, stamped into the model by pipeline.export. Each is checked on the
-# request's sizes alone, before any tokenising or inference; the served model (pipeline.serving)
-# checks the same ones.
-
-
-class LimitError(PredictError):
-    """A request over one of the model's limits; the message names it, the value and the setting."""
-
-
-def limits_of(meta: dict) -> dict | None:
-    """The model's request limits, or None for a model exported before it carried any."""
-    return json.loads(meta["serve_limits"]) if "serve_limits" in meta else None
-
-
-def within(limits: dict | None, setting: str, found: int, what: str) -> None:
-    if limits is not None and found > limits[setting]:
-        raise LimitError(f"{what}: {found:,} is over the model's limit of {limits[setting]:,} (serve.limits.{setting} "
-                         "in conf/serve/default.yaml, stamped in at export; `python -m pipeline.predict "
-                         "--no-limits` lifts it on your own machine)")
-
-
-def check_texts(texts: list[str], limits: dict | None) -> None:
-    within(limits, "max_texts", len(texts), "reviews in one request")
-    longest = max(range(len(texts)), key=lambda i: len(texts[i]), default=None)
-    if longest is not None:
-        within(limits, "max_text_chars", len(texts[longest]), f"characters in text #{longest}")
-
-
-# ---- text classification --------------------------------------------------------------------
-
-
-def read_texts(texts: list[str] | None, file: str | None, limits: dict | None = None) -> list[str]:
-    collected = list(texts or [])
-    if file:
-        try:
-            content = Path(file).read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PredictError(f"{file}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-        except OSError as exc:
-            raise PredictError(f"{file}: cannot read ({exc.strerror})") from None
-        collected += [line for line in content.splitlines() if line.strip()]
-    if not collected:
-        raise PredictError("no text given: pass --text TEXT (repeatable) or --file FILE (one review per line)")
-    check_texts(collected, limits)
-    empty = [i for i, text in enumerate(collected) if not text.strip()]
-    if empty:
-        raise PredictError(f"text #{empty[0]} is empty; every review needs at least one word")
-    return collected
-
-
-def load_tokenizer(meta: dict, override: str | None):
-    from tokenizers import Tokenizer
-
-    text = Path(override).read_text(encoding="utf-8") if override else meta.get("tokenizer_json")
-    if text is None:
-        raise PredictError("the model carries no tokenizer; pass --tokenizer data/prepared/imdb/encoded/tokenizer.json")
-    found = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    if found != meta.get("tokenizer_sha256"):
-        raise PredictError(f"tokenizer sha256 {found} differs from the model's {meta.get('tokenizer_sha256')}: "
-                           "it is not the tokenizer this model was trained with")
-    return Tokenizer.from_str(text)
-
-
-def encode(tokenizer, texts: list[str]) -> np.ndarray:
-    """Token ids [N, T], right-padded and truncated exactly as in training."""
-    return np.array([e.ids for e in tokenizer.encode_batch(texts)], dtype=np.int64)
-
-
-def classify(session, meta: dict, texts: list[str], tokenizer) -> list[dict]:
-    labels = json.loads(meta["labels"])
-    probabilities = session.run(["probabilities"], {"input_ids": encode(tokenizer, texts)})[0]
-    return [{"text": text[:80], "label": labels[int(p.argmax())],
-             "probabilities": {label: float(v) for label, v in zip(labels, p)}}
-            for text, p in zip(texts, probabilities)]
-
-
-# ---- forecasting -------------------------------------------------------------------------------
-
-
-def read_window(path: str, meta: dict, limits: dict | None = None) -> tuple[np.ndarray, list[str]]:
-    """The last L rows of the model's columns, in file order; timestamps kept when present."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PredictError(f"{path}: cannot read as UTF-8 CSV ({exc})") from None
-    within(limits, "max_series_rows", len(rows), f"{path}: data rows")
-    return window_of(rows, meta, path)
-
-
-def window_of(rows: list[dict], meta: dict, source: str, first_line: int = 2, row_word: str = "line"):
-    """(values, times) of the last L rows (dicts by column, oldest first); `source`, `first_line`
-    and `row_word` name a bad cell (a CSV's data start on line 2; a served request's at row 0)."""
-    columns, lookback = json.loads(meta["columns"]), int(meta["lookback"])
-    header = list(rows[0]) if rows else []
-    absent = [c for c in columns if c not in header]
-    if absent:
-        raise PredictError(f"{source}: column(s) {absent} not found; the model needs {columns}, the header has {header}")
-    if len(rows) < lookback:
-        raise PredictError(f"{source}: {len(rows)} data rows, but the model looks back {lookback} rows")
-    first_line += len(rows) - lookback
-    rows = rows[-lookback:]
-    values = np.empty((lookback, len(columns)), dtype=np.float64)
-    for r, row in enumerate(rows):
-        for c, column in enumerate(columns):
-            try:
-                values[r, c] = float(row[column])
-            except (TypeError, ValueError):
-                values[r, c] = np.nan
-            if not np.isfinite(values[r, c]):
-                raise PredictError(f"{source}: {row_word} {first_line + r}, column {column!r}: "
-                                   f"{row[column]!r} is not a finite number")
-    times = [str(row.get(meta.get("time_column", ""), "")) for row in rows]
-    return values, times
-
-
-def forecast(session, meta: dict, values: np.ndarray) -> dict:
-    mean, std = np.array(json.loads(meta["mean"])), np.array(json.loads(meta["std"]))
-    past = ((values - mean) / std).astype(np.float32)[None]
-    out = session.run(["forecast"], {"past": past})[0][0] * std + mean
-    columns = json.loads(meta["columns"])
-    return {"columns": columns, "horizon": int(meta["horizon"]),
-            "forecast": [dict(zip(columns, map(float, step))) for step in out]}
-
-
-# ---- generation ------------------------------------------------------------------------------------
-
-
-def check_generation_args(prompt: str | None, max_chars: int, temperature: float, top_k: int | None,
-                          limits: dict | None = None) -> str:
-    if prompt is None or prompt == "":
-        raise PredictError("a generator needs a non-empty --prompt, e.g. --prompt 'ROMEO:'")
-    within(limits, "max_prompt_chars", len(prompt), "characters in the prompt")
-    if max_chars <= 0:
-        raise PredictError(f"--max-chars must be at least 1, found {max_chars}")
-    within(limits, "max_generate_chars", max_chars, "characters to generate (max_chars)")
-    if temperature < 0:
-        raise PredictError(f"--temperature must be >= 0 (0 = greedy), found {temperature}")
-    if top_k is not None and top_k <= 0:
-        raise PredictError(f"--top-k must be at least 1, found {top_k}")
-    return prompt
-
-
-def generate_text(session, meta: dict, prompt: str, max_chars: int, temperature: float, seed: int,
-                  top_k: int | None) -> dict:
-    vocab = json.loads(meta["vocab"])
-    try:
-        prompt_ids = generation.encode(prompt, vocab)
-    except generation.VocabularyError as exc:
-        raise PredictError(f"--prompt: {exc}") from None
-    ids = generation.generate(generation.session_step(session), generation.session_zero_state(session)(1),
-                              prompt_ids, max_chars, temperature, seed, top_k)
-    return {"prompt": prompt, "text": generation.decode(ids, vocab), "temperature": temperature, "seed": seed,
-            "top_k": top_k}
-
-
 # ---- entry point -----------------------------------------------------------------------------
 
 
@@ -326,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", help="a CSV slice with the model's columns; its last L rows are used")
     parser.add_argument("--tokenizer", help="a tokenizer.json to use instead of the one inside the model")
     parser.add_argument("--prompt", help="generator: the text to continue")
-    parser.add_argument("--max-chars", type=int, default=500, help="generator: characters to generate")
-    parser.add_argument("--temperature", type=float, default=0.8, help="generator: 0 = greedy")
-    parser.add_argument("--seed", type=int, default=0, help="generator: the sampling seed")
+    parser.add_argument("--max-chars", type=int, default=SAMPLING["max_chars"], help="generator: characters to generate")
+    parser.add_argument("--temperature", type=float, default=SAMPLING["temperature"], help="generator: 0 = greedy")
+    parser.add_argument("--seed", type=int, default=SAMPLING["seed"], help="generator: the sampling seed")
     parser.add_argument("--top-k", type=int, help="generator: sample among the K likeliest characters only")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
                         help="execution provider: auto = CUDA when it really loads, else the CPU")
@@ -344,18 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         if limits is None and not args.no_limits:
             print("predict: the model carries no request limits (exported before they existed); none applied",
                   file=sys.stderr)
-        texts = read_texts(args.text, args.file, limits) if meta["head"] == "classifier" else []
-        session = workload_session(session, path, meta, rows=max(1, len(texts)))
-        if meta["head"] == "generator":
-            prompt = check_generation_args(args.prompt, args.max_chars, args.temperature, args.top_k, limits)
-            result = generate_text(session, meta, prompt, args.max_chars, args.temperature, args.seed, args.top_k)
-        elif meta["head"] == "classifier":
-            result = classify(session, meta, texts, load_tokenizer(meta, args.tokenizer))
-        else:
-            if not args.csv:
-                raise PredictError(f"model {meta['task']} forecasts a series: pass --csv FILE")
-            values, times = read_window(args.csv, meta, limits)
-            result = {**forecast(session, meta, values), "after": times[-1]}
+        kind = spec_of(meta["head"])   # what the model's kind reads from the command line, and answers
+        inputs = kind.from_cli(args, meta, limits)
+        session = workload_session(session, path, meta, rows=kind.rows(inputs))
+        result = kind.answer(session, meta, inputs, kind.context(meta, args.tokenizer))
     except PredictError as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2

@@ -14,13 +14,10 @@ import sys
 import time
 
 from pipeline.config import load_task, stage_args
-from pipeline.data import charlm, imdb, timeseries
+from pipeline.data import PREPARERS
 from pipeline.files import write_json_atomic
 
 log = logging.getLogger(__name__)
-
-PREPARERS = {"imdb": imdb, "timeseries": timeseries, "charlm": charlm}  # task kind -> its module
-
 
 def main(argv: list[str] | None = None) -> int:
     (name,) = stage_args("pipeline.prepare", ["task"], argv)

@@ -1,7 +1,7 @@
 """Stage `report`: LSTM, GRU and peephole LSTM per task, beside published anchors; the champion alias.
 
     python -m pipeline.report            # the stage: reports/summary.md and its figures
-    python -m pipeline.report --readme   # also rewrite the README's results table
+    python -m pipeline.report --readme   # also rewrite the results of README.md and docs/results.md
 
 Reads only the pipeline's own outputs (metrics/, plots/). The champion of a task is the
 model with the better *validation* metric; the test set plays no part in the choice (a tie
@@ -13,35 +13,21 @@ the first and second model, and the report is logged to every run it describes.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import re
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config, load_config, setup_logging
 from pipeline.files import read_json, save_png, write_text_atomic
+from pipeline.kinds.registry import kind_of
 from pipeline.layout import RunPaths, run_paths
-from pipeline.plots import epoch_axis, pyplot
+from pipeline.plots import epoch_axis, pyplot, read_csv
 
 log = logging.getLogger(__name__)
 
-# Published reference points (test set; ETTh1: multivariate, L=96, H=96; Tiny Shakespeare: the
-# loss over the last 10% of the characters, nanoGPT's "val").
-QUALITY = {"classifier": ["test/acc", "test/f1", "test/auc"], "forecaster": ["test/mse", "test/mae"],
-           "generator": ["test/loss", "test/bpc", "anchor/val10_loss"]}
-FLOORS = {"classifier": "majority class", "forecaster": "repeat last value", "generator": "bigram, fitted on train"}
-# ONNX columns per head: (header, provider, key, digits); the speed-up pair of each.
-ONNX_COLUMNS = {
-    "classifier": [("ONNX CPU b1 ms", "cpu", "latency_ms_b1_p50", 2), ("ONNX CPU b64 ms", "cpu", "latency_ms_b64_p50", 1)],
-    "generator": [("ONNX CPU ms/char", "cpu", "ms_per_char", 2),
-                  ("ONNX CPU prompt chars/s", "cpu", "prompt_chars_per_s", 0)],
-}
-ONNX_COLUMNS["forecaster"] = ONNX_COLUMNS["classifier"]
-SPEEDUPS = {"classifier": ("b1 / b64", "speedup_vs_torch_b1", "speedup_vs_torch_b64"),
-            "generator": ("per char / prompt", "speedup_vs_torch_per_char", "speedup_vs_torch_prompt")}
-SPEEDUPS["forecaster"] = SPEEDUPS["classifier"]
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+README, RESULTS_PAGE = Path("README.md"), Path("docs/results.md")   # the generated results blocks
 
 
 def validation_key(task) -> str:
@@ -86,9 +72,9 @@ def onnx_cell(report: dict, provider: str, key: str, digits: int = 2) -> str:
 
 
 def results_table(task, train: dict[str, dict], onnx: dict[str, dict], best: str) -> str:
-    kind, validation = task.head, validation_key(task)
-    quality, columns = QUALITY[kind], ONNX_COLUMNS[kind]
-    pair, first, second = SPEEDUPS[kind]
+    kind, validation = kind_of(task.head), validation_key(task)
+    quality, columns = kind.quality, kind.onnx_columns
+    pair, first, second = kind.speedups
     cuda_header, _, cuda_key, cuda_digits = columns[0]
     header = ["model", *quality, validation, "params", "train s", "train samples/s", *(c[0] for c in columns),
               f"CPU speed-up {pair}", cuda_header.replace("CPU", "CUDA"), "max abs diff (CPU)"]
@@ -104,7 +90,7 @@ def results_table(task, train: dict[str, dict], onnx: dict[str, dict], best: str
                      speedup, onnx_cell(o, "cuda", cuda_key, cuda_digits), onnx_cell(o, "cpu", "max_abs_diff", 7)])
     floor = {k.replace("baseline/", "test/"): v for k, v in next(iter(train.values())).items()
              if k.startswith("baseline/")}
-    extra = [(f"naive floor: {FLOORS[kind]}", floor, 4),
+    extra = [(f"naive floor: {kind.floor}", floor, 4),
              *((name, values, 3) for group in anchors_of(task) for name, values in group.figures.items())]
     for name, values, digits in extra:
         rows.append([f"*{name}*", *(fmt(values.get(k), digits) if k in values else "–" for k in quality)]
@@ -128,11 +114,6 @@ def peephole_finding(config: Config, task, train: dict[str, dict]) -> str | None
             f"{test} {peephole[test]:.4f} against {plain[test]:.4f}).")
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
-
-
 def overlay_curves(task: str, runs: dict[str, RunPaths], out: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -149,50 +130,6 @@ def overlay_curves(task: str, runs: dict[str, RunPaths], out: Path) -> Path:
     return save_png(fig, out)
 
 
-def scale_of(settings) -> dict:
-    """What the forecast figure needs to show data units, from the committed data card (the
-    prepared data is not in git): columns, train mean and std, and the configured units. The
-    plotted column is the last target, as in pipeline/plots.py."""
-    card = read_json(settings.paths.card)
-    columns = card["columns"]
-    return {"columns": columns, "target_index": [len(columns) - 1], "units": settings.prepare.units or {},
-            "mean": [card["train_mean"][c] for c in columns], "std": [card["train_std"][c] for c in columns]}
-
-
-def overlay_forecasts(task: str, runs: dict[str, RunPaths], meta: dict, out: Path) -> Path:
-    """Every model's forecast of the target column beside the truth, in the data's units."""
-    from pipeline.plots import value_label
-
-    plt = pyplot()
-    series = {model: read_csv(paths.head_plot) for model, paths in runs.items()}
-    first = next(iter(series.values()))
-    windows = sorted({r["window"] for r in first}, key=int)
-    channel = meta["target_index"][-1]
-    mean, std = meta["mean"][channel], meta["std"][channel]
-    fig, axes = plt.subplots(1, len(windows), figsize=(4 * len(windows), 3.2), sharey=True)
-    for ax, window in zip(axes, windows):
-        rows = {m: [r for r in series[m] if r["window"] == window] for m in series}
-        ax.plot([float(r["truth"]) * std + mean for r in next(iter(rows.values()))], color="black", label="truth")
-        for model in series:
-            ax.plot([float(r["forecast"]) * std + mean for r in rows[model]], label=model.upper())
-        ax.set_title(f"test window {window}")
-        ax.set_xlabel("step (from the forecast start)")
-    axes[0].set_ylabel(value_label(meta, channel))
-    axes[0].legend()
-    fig.tight_layout()
-    return save_png(fig, out)
-
-
-def samples(runs: dict[str, RunPaths]) -> list[str]:
-    """Each model's final sample (500 characters from the fixed prompt, temperature 0.8, seed 0)."""
-    lines = []
-    for model, paths in runs.items():
-        text = (paths.figures / "sample.txt").read_text(encoding="utf-8")
-        lines += ["", f"{model.upper()} sample (500 characters after the prompt, temperature 0.8, seed 0):", "",
-                  "```text", text.replace("\n\n", "\n \n").rstrip(), "```"]
-    return lines
-
-
 def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], list[Path]]:
     """(markdown, champion per task, figure files)."""
     sections, champions, figures = [], {}, []
@@ -206,11 +143,9 @@ def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], li
                  f"Champion: **{best.upper()}**, chosen on `{validation_key(settings)}` (validation only)."]
         finding = peephole_finding(config, settings, train)
         lines += [*([] if finding is None else ["", finding]), "", f"![{task} learning curves]({figures[-1].name})"]
-        if settings.head == "forecaster":
-            figures.append(overlay_forecasts(task, runs, scale_of(settings), out_dir / f"{task}-forecasts.png"))
-            lines += ["", f"![{task} forecasts]({figures[-1].name})"]
-        if settings.head == "generator":
-            lines += samples(runs)
+        extra, extra_figures = kind_of(settings.head).report_sections(task, settings, runs, out_dir)
+        lines += [*([""] if extra else []), *extra]
+        figures += extra_figures
         sections.append("\n".join(lines))
     markdown = "\n\n".join([
         "# LSTM, GRU and the peephole LSTM",
@@ -221,16 +156,49 @@ def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], li
     return markdown, champions, figures
 
 
-def replace_readme_table(readme: Path, markdown: str) -> str:
-    """The README with its results block replaced by the report's tables."""
-    text = readme.read_text(encoding="utf-8")
+def headline_anchor(task, train: dict[str, dict], best: str) -> list[str]:
+    """One README row: the task's champion beside its best published anchor, on the first of
+    the kind's quality metrics that the anchors report (test/acc, test/mse, anchor/val10_loss)."""
+    kind, figures = kind_of(task.head), {n: v for g in anchors_of(task) for n, v in g.figures.items()}
+    metric = next((k for k in kind.quality if any(k in v for v in figures.values())), kind.quality[0])
+    scored = {n: v[metric] for n, v in figures.items() if metric in v}
+    anchor = (max if task.maximize else min)(scored, key=scored.get) if scored else None
+    floor = train[best].get("baseline/" + metric[len("test/"):]) if metric.startswith("test/") else None
+    return [f"**{best.upper()}**", f"`{metric}`", fmt(train[best].get(metric)),
+            "–" if anchor is None else f"{fmt(scored[anchor], 3)} ({anchor})", fmt(floor)]
+
+
+def headline_table(config: Config, champions: dict[str, str]) -> str:
+    """The README's results: one row per task."""
+    rows = []
+    for task, best in champions.items():
+        train = {m: read_json(paths.train_metrics) for m, paths in runs_of(config, task).items()}
+        rows.append([task, *headline_anchor(config.task[task], train, best)])
+    header = ["task", "champion (on validation)", "metric", "champion", "best published anchor", "naive floor"]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                       *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def full_tables(markdown: str) -> str:
+    """Every task's table of the report, under its name (the docs' results page)."""
     tables = "\n\n".join(block for block in markdown.split("\n\n") if block.startswith("| "))
     titles = [line for line in markdown.splitlines() if line.startswith("## ")]
-    body = "\n\n".join(f"**{t[3:]}**\n\n{tab}" for t, tab in zip(titles, tables.split("\n\n")))
+    return "\n\n".join(f"**{t[3:]}**\n\n{tab}" for t, tab in zip(titles, tables.split("\n\n")))
+
+
+def replace_results_block(path: Path, body: str) -> str:
+    """The text of `path` with its results block replaced by `body`."""
+    text = path.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
     if not pattern.search(text):
-        raise ValueError(f"{readme}: no {README_START} ... {README_END} block to fill")
+        raise ValueError(f"{path}: no {README_START} ... {README_END} block to fill")
     return pattern.sub(lambda _: f"{README_START}\n{body}\n{README_END}", text)
+
+
+def results_pages(config: Config, markdown: str, champions: dict[str, str]) -> dict[Path, str]:
+    """{file: its new text}: the README's one-row-per-task table, and docs/results.md's full tables."""
+    return {README: replace_results_block(README, headline_table(config, champions)),
+            RESULTS_PAGE: replace_results_block(RESULTS_PAGE, full_tables(markdown))}
 
 
 def missing_handoffs(config: Config) -> list[str]:
@@ -259,16 +227,18 @@ def promote_champions(config: Config, champions: dict[str, str], report: Path) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m pipeline.report")
-    parser.add_argument("--readme", action="store_true", help="also rewrite README.md's results table")
+    parser.add_argument("--readme", action="store_true",
+                        help="also rewrite the results blocks of README.md and docs/results.md")
     args = parser.parse_args(argv)
     config = load_config()
     out_dir = Path(config.paths.reports)
     markdown, champions, _ = build_report(config, out_dir)
     write_text_atomic(out_dir / "summary.md", markdown)
     if args.readme:
-        write_text_atomic("README.md", replace_readme_table(Path("README.md"), markdown))
+        for path, text in results_pages(config, markdown, champions).items():
+            write_text_atomic(path, text)
     if config.tracking.enabled:
         missing = missing_handoffs(config)
         if missing:  # checked before the registry changes, so that no task is half promoted

@@ -1,4 +1,6 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""MLflow tracking, the pipeline's boundary with MLflow: every run, artifact, logged model and
+registry change of the stages goes through here (the deployment path, pipeline.predict and the
+served model, reads models through mlflow itself).
 
 - Where: `tracking.uri` (sqlite:///mlflow.db at the repo root by default); the
   MLFLOW_TRACKING_URI environment variable wins over it.
@@ -68,6 +70,11 @@ def git_tags(cwd: str | Path = ".") -> dict[str, str]:
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"git.commit": commit or "unknown",
             "git.dirty": "unknown" if status is None else str(bool(status)).lower()}
+
+
+def served_model_tags(model: str, cell: str, run_id: str) -> dict[str, str]:
+    """The tags of a registry version: which model and cell, the run that trained it, the commit."""
+    return {"model": model, "cell": cell, "run_id": run_id, "git.commit": git_tags()["git.commit"]}
 
 
 def run_tags(stage: str) -> dict[str, str]:
@@ -180,10 +187,11 @@ class MlflowTracker(NullTracker):
     def log_onnx_model(self, path):
         """The ONNX model, its signature read from the graph (dynamic axes stay -1)."""
         import numpy as np
-        import onnx
         import onnxruntime
         from mlflow.models import ModelSignature
         from mlflow.types.schema import Schema, TensorSpec
+
+        import onnx
 
         graph = onnx.load(str(path))
 
@@ -199,8 +207,9 @@ class MlflowTracker(NullTracker):
 
     def log_served_model(self, python_model, artifacts, code_paths, pip_requirements, registered_name,
                          version_tags):
-        """A pyfunc model (`mlflow models serve` serves it), logged as `served-model` and
-        registered as a new version of `registered_name`, tagged with `version_tags`."""
+        """A pyfunc model (`mlflow models serve` serves it; pipeline.serving.served_form gives its
+        parts), logged as `served-model` and registered as a new version of `registered_name`,
+        tagged with `version_tags`."""
         info = self._mlflow.pyfunc.log_model(
             name="served-model", python_model=python_model, artifacts=dict(artifacts), code_paths=code_paths,
             pip_requirements=pip_requirements, registered_model_name=registered_name)

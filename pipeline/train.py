@@ -35,99 +35,46 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from pipeline.checkpoints import paths_of, save_checkpoint
 from pipeline.config import Config, ConfigError, load_task, stage_args
-from pipeline.datasets import TaskData, epoch_seed, load_task_data
-from pipeline.distributed import (Ranks, from_rank0, leave_process_group, pick_device, start_distributed, summed,
-                                  torchrun_command, torchrun_ranks, uses_bf16)
+from pipeline.datasets import TaskData, load_task_data
+from pipeline.distributed import (
+    Ranks,
+    from_rank0,
+    leave_process_group,
+    pick_device,
+    start_distributed,
+    summed,
+    torchrun_command,
+    torchrun_ranks,
+    uses_bf16,
+)
+from pipeline.epochs import seed_epoch, train_epoch
 from pipeline.files import write_json_atomic
-from pipeline.generation import SAMPLE_CHARS, SAMPLE_SEED, SAMPLE_TEMPERATURE, VocabularyError, decode, encode, generate
-from pipeline.layout import RunPaths
-from pipeline.models import build_model, count_parameters
+from pipeline.kinds.base import Kind, predictions
+from pipeline.kinds.registry import kind_of
+from pipeline.layout import RunPaths, run_name
+from pipeline.models import count_parameters
 from pipeline.plots import write_train_plots
-from pipeline.scoring import (METRICS, evaluate, naive_baseline, predictions, text_loss, torch_step,
-                              zero_state)
-from pipeline.tracking import NullTracker, TrackingError, flatten, open_tracker, run_tags
+from pipeline.tracking import (
+    NullTracker,
+    TrackingError,
+    flatten,
+    open_tracker,
+    run_tags,
+)
 
 log = logging.getLogger(__name__)
-
-
-class NextCharLoss(nn.CrossEntropyLoss):
-    """Cross-entropy of logits [B, T, V] against the next characters [B, T], per character."""
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return super().forward(logits.flatten(0, 1), target.flatten())
-
-
-LOSSES = {"classifier": nn.CrossEntropyLoss, "forecaster": nn.MSELoss, "generator": NextCharLoss}
-# Head settings that shape training, not the model: they stay out of model_args.
-TRAINING_ONLY = {"classifier": {"pretrained_embeddings"}, "forecaster": set(), "generator": set()}
 
 
 # ---- the model of a run ----------------------------------------------------------------------
 
 
 def model_args_for(config: Config, task_name: str, model_name: str, meta: dict) -> dict:
-    """Plain arguments (stored in the checkpoint) that rebuild the model: the head's settings
-    under their own names, plus what the prepared data fixes."""
+    """{head, args}: the plain arguments (stored in the checkpoint) that rebuild the run's model."""
     task, model = config.task[task_name], config.model[model_name]
-    settings = getattr(model, task.head)
-    args = {"cell": model.cell, **settings.model_dump(exclude=TRAINING_ONLY[task.head])}
-    if task.head == "classifier":
-        args.update(vocab_size=meta["vocab_size"], num_classes=len(meta["labels"]), pad_id=meta["pad_id"])
-    elif task.head == "generator":
-        args.update(vocab_size=meta["vocab_size"])
-    else:
-        if settings.segment_len and meta["lookback"] % settings.segment_len:
-            raise ConfigError(f"model.{model_name}.forecaster.segment_len={settings.segment_len} must divide "
-                              f"task.{task_name}.prepare.lookback={meta['lookback']}")
-        args.update(n_channels=len(meta["columns"]), horizon=meta["horizon"])
-    return {"head": task.head, "args": args}
-
-
-def pretrained_vectors(config: Config, task_name: str, model_name: str, args: dict) -> torch.Tensor:
-    path = Path(config.task[task_name].paths.embeddings) / "vectors.npy"
-    vectors = torch.from_numpy(np.load(path))
-    expected = (args["vocab_size"], args["embedding_dim"])
-    if tuple(vectors.shape) != expected:
-        raise ConfigError(f"{path}: vectors of shape {tuple(vectors.shape)} do not fit the embedding layer "
-                          f"{expected}; set task.{task_name}.embeddings.dim = model.{model_name}.classifier.embedding_dim "
-                          f"or model.{model_name}.classifier.pretrained_embeddings=false")
-    return vectors
-
-
-# ---- one epoch ---------------------------------------------------------------------------------
-
-
-def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
-    """Dropout of an epoch depends on (seed, epoch) only: resumable exactly. Each rank draws
-    its own dropout masks."""
-    torch.manual_seed(epoch_seed(seed, epoch, rank))
-
-
-def train_epoch(model, loader, optimizer, scheduler, loss_fn, device, grad_clip, autocast, desc,
-                show_progress: bool = True) -> tuple[float, int]:
-    """One pass over `loader`; returns the summed per-sample loss and the number of samples."""
-    model.train()
-    total_loss, samples = 0.0, 0
-    start = time.perf_counter()
-    with tqdm(loader, desc=desc, leave=False, disable=None if show_progress else True) as bar:
-        for inputs, target in bar:
-            inputs, target = inputs.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = loss_fn(model(inputs).float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item() * len(target)
-            samples += len(target)
-            bar.set_postfix(loss=f"{total_loss / samples:.4f}",
-                            samples_per_s=f"{samples / (time.perf_counter() - start):.0f}")
-    return total_loss, samples
+    return kind_of(task.head).model_args(model.settings(task.head), model.cell, meta, (task_name, model_name))
 
 
 # ---- resume state -------------------------------------------------------------------------------
@@ -153,6 +100,13 @@ class Progress:
         return cls(best_metric=-math.inf if maximize else math.inf)
 
 
+def model_settings(config: Config, task_name: str, model_name: str) -> dict:
+    """What the run reads of model.<name>: the cell and its kind's section, nothing of the
+    other kinds (so MLflow's compare view of three forecasters shows forecaster settings only)."""
+    head, model = config.task[task_name].head, config.model[model_name]
+    return {"cell": model.cell, head: model.settings(head).model_dump()}
+
+
 def fingerprint(config: Config, task_name: str, model_name: str, data_digest: str, world_size: int = 1) -> str:
     """What a resume checkpoint must match: this run's settings, its data, and its number of
     processes (each rank draws its own dropout masks, so another count is another run)."""
@@ -160,7 +114,7 @@ def fingerprint(config: Config, task_name: str, model_name: str, data_digest: st
     import json
 
     train = config.train.model_dump(exclude={"nproc_per_node"})  # how it is launched: world_size says it
-    relevant = {"task": config.task[task_name].model_dump(), "model": config.model[model_name].model_dump(),
+    relevant = {"task": config.task[task_name].model_dump(), "model": model_settings(config, task_name, model_name),
                 "train": train, "seed": config.seed, "data": data_digest}
     if world_size > 1:
         relevant["world_size"] = world_size
@@ -192,6 +146,7 @@ class Run:
     device: torch.device
     autocast: bool
     data: TaskData
+    kind: Kind                 # the task's kind of head (pipeline/kinds/)
     spec: dict                 # model_args: {head, args}
     model: nn.Module           # the model itself (evaluated, checkpointed)
     trained: nn.Module         # what the optimisation steps run through: DDP's wrapper under torchrun
@@ -232,9 +187,9 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Run:
     resume = from_rank0(load_resume(paths.resume, run_fingerprint) if ranks.is_main else None, ranks)
 
     torch.manual_seed(config.seed)
-    model = build_model(spec["head"], spec["args"])
-    if task.head == "classifier" and config.model[model_name].classifier.pretrained_embeddings:
-        model.embedding.weight.data.copy_(pretrained_vectors(config, task_name, model_name, spec["args"]))
+    kind = kind_of(task.head)
+    model = kind.build(spec["args"])
+    kind.init_weights(model, config.model[model_name].settings(task.head), task, spec["args"], (task_name, model_name))
     model = model.to(device)
     lr = getattr(task.train, "lr", config.train.lr)  # a task may set its own (task.<t>.train.lr)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.train.weight_decay)
@@ -261,19 +216,19 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Run:
              f" x {ranks.world_size} processes" if ranks.world_size > 1 else "", count_parameters(model),
              task.train.epochs)
     return Run(config, task_name, model_name, paths, ranks, device,
-               autocast=uses_bf16(config.precision_of(task_name), device), data=data, spec=spec,
+               autocast=uses_bf16(config.precision_of(task_name), device), data=data, kind=kind, spec=spec,
                model=model, trained=trained, optimizer=optimizer, scheduler=scheduler,
-               loss_fn=LOSSES[task.head](), fingerprint=run_fingerprint, progress=progress, tracker=tracker)
+               loss_fn=kind.loss(), fingerprint=run_fingerprint, progress=progress, tracker=tracker)
 
 
 def start_tracking(tracker, config: Config, task_name: str, model_name: str, stage: str, device: torch.device,
                    world_size: int, data_digest: str) -> None:
     """A new MLflow run's parameters, tags and datasets."""
     task = config.task[task_name]
-    # Keys without the task or model name (model.cell, model.classifier.hidden_size, ...), so
+    # Keys without the task or model name (model.cell, model.forecaster.hidden_size, ...), so
     # that the runs of every cell line up column for column in MLflow's compare views.
     run_config = {"task": {"name": task_name, **task.model_dump()},
-                  "model": {"name": model_name, **config.model[model_name].model_dump()},
+                  "model": {"name": model_name, **model_settings(config, task_name, model_name)},
                   "train": config.train.model_dump(), "seed": config.seed}
     tracker.log_params(flatten(run_config))
     tracker.set_tags({**run_tags(stage), "device": device.type, "cudnn": str(torch.backends.cudnn.version()),
@@ -304,7 +259,7 @@ def run_epochs(run: Run) -> None:
         row = None
         if ranks.is_main:
             row = {"epoch": epoch, "train/loss": loss_sum / samples,
-                   **evaluate(run.model, run.data.val, run.device, run.task, "val"),
+                   **run.kind.evaluate(run.model, run.data.val, run.device, run.task, "val"),
                    "lr": run.scheduler.get_last_lr()[0], "epoch/samples_per_s": samples / seconds,
                    "epoch/seconds": seconds}
         row = from_rank0(row, ranks)  # every rank takes the same early-stopping decision
@@ -323,22 +278,14 @@ def run_epochs(run: Run) -> None:
         if ranks.is_main:
             log.info("%s epoch %d: %s", run.paths.name, epoch,
                      ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
-            if run.task.head == "generator":
-                run.tracker.log_text(sample(run), f"samples/epoch_{epoch:03d}.txt")
+            text = run.kind.sample(run.model, run.data.meta, run.task, run.device)
+            if text is not None:
+                run.tracker.log_text(text, f"samples/epoch_{epoch:03d}.txt")
             progress.run_id = run.tracker.run_id
             save_checkpoint(run.paths.resume, {
                 "fingerprint": run.fingerprint, "model": run.model.state_dict(),
                 "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                 "progress": asdict(progress)})
-
-
-def sample(run: Run) -> str:
-    """The fixed prompt and 500 characters generated from it (temperature 0.8, fixed seed)."""
-    vocab, prompt = run.data.meta["vocab"], run.task.train.sample_prompt
-    run.model.eval()
-    ids = generate(torch_step(run.model, run.device), zero_state(run.model)(1), encode(prompt, vocab),
-                   SAMPLE_CHARS, SAMPLE_TEMPERATURE, SAMPLE_SEED)
-    return prompt + decode(ids, vocab)
 
 
 # ---- the final test -------------------------------------------------------------------------------------
@@ -357,19 +304,12 @@ class FitResult:
 
 def evaluate_best(run: Run) -> FitResult:
     """The best weights on test, beside the naive floor (rank 0)."""
-    progress, head = run.progress, run.task.head
+    progress, kind = run.progress, run.kind
     run.model.load_state_dict(progress.best_state)
     outputs, targets = predictions(run.model, run.data.test, run.device)
-    if head == "generator":
-        val10 = np.concatenate([loader.dataset.ids.numpy() for loader in (run.data.val, run.data.test)])
-        quality = {**evaluate(run.model, run.data.test, run.device, run.task, "test"),
-                   "anchor/val10_loss": text_loss(run.model, val10, run.device, run.task.train.eval_streams,
-                                                  run.task.train.block_size)}
-    else:
-        quality = METRICS[head](outputs, targets, "test")
     metrics = {
-        **quality,
-        **naive_baseline(run.data, head),
+        **kind.test_metrics(run.model, run.data, run.device, run.task, outputs, targets),
+        **kind.naive_floor(run.data),
         f"best/{run.monitor}": progress.best_metric,
         "best/epoch": progress.best_epoch,
         "epochs": len(progress.history),
@@ -378,23 +318,15 @@ def evaluate_best(run: Run) -> FitResult:
         "train/samples": progress.samples,
         "params/count": count_parameters(run.model),
     }
-    final_sample = sample(run) if head == "generator" else None
+    final_sample = kind.sample(run.model, run.data.meta, run.task, run.device)
     return FitResult(metrics, progress.history, run.model.cpu(), run.spec, outputs, targets, final_sample)
-
-
-def check_prompt(run: Run) -> None:
-    try:
-        encode(run.task.train.sample_prompt, run.data.meta["vocab"])
-    except VocabularyError as exc:
-        raise ConfigError(f"task.{run.task_name}.train.sample_prompt: {exc}") from None
 
 
 def fit(config: Config, task_name: str, model_name: str, stage: str) -> tuple[Run, FitResult | None]:
     """Train, then evaluate the best weights on test; no result on the ranks other than 0."""
     run = setup(config, task_name, model_name, stage)
     try:  # an exception marks the MLflow run FAILED; a SIGKILL leaves it to be resumed
-        if run.task.head == "generator":
-            check_prompt(run)
+        run.kind.check(run.task, run.data.meta, (run.task_name, run.model_name))
         run_epochs(run)
         return run, evaluate_best(run) if run.ranks.is_main else None
     except Exception:
@@ -420,7 +352,7 @@ def write_outputs(run: Run, result: FitResult) -> None:
                                        "config": config.model_dump()})
     write_json_atomic(paths.train_metrics, result.metrics)
     write_json_atomic(paths.train_scores, headline(result.metrics, run.task.metric))
-    figures = write_train_plots(paths, run.task.head, result.history, result.test_outputs, result.test_targets,
+    figures = write_train_plots(paths, run.kind, result.history, result.test_outputs, result.test_targets,
                                 run.data.meta, run.data.test.dataset, result.sample)
 
     tracker = run.tracker
@@ -441,7 +373,7 @@ def write_outputs(run: Run, result: FitResult) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     task_name, model_name = stage_args("pipeline.train", ["task", "model"], argv)
-    stage = f"train@{task_name}-{model_name}"
+    stage = f"train@{run_name(task_name, model_name)}"
     ranks = torchrun_ranks()
     if not ranks.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one process reports progress

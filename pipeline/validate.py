@@ -28,19 +28,17 @@ import logging
 import sys
 
 import numpy as np
-import torch
 
 from pipeline.checkpoints import TrainedRun, load_trained
 from pipeline.config import ConfigError, load_task, stage_args
 from pipeline.datasets import load_task_data
+from pipeline.distributed import pick_device
 from pipeline.files import read_json, write_json_atomic
-from pipeline.generation import encode, generate, session_step, session_zero_state, stream_loss
-from pipeline.latency import LATENCY_BATCHES, REPEATS, latency_report, onnx_latency, synced, timings
-from pipeline.layout import int8_model
-from pipeline.models import STATES
-from pipeline.scoring import torch_step, zero_state
+from pipeline.kinds.base import Kind
+from pipeline.kinds.registry import kind_of
+from pipeline.layout import int8_model, run_name
 from pipeline.sessions import PROVIDERS, open_workloads
-from pipeline.tracking import open_tracker
+from pipeline.tracking import open_tracker, served_model_tags
 
 log = logging.getLogger(__name__)
 
@@ -48,187 +46,20 @@ MAX_ABS_DIFF = {"cuda": 1e-3, "cpu": 1e-4}
 METRIC_TOLERANCE = 1e-3
 
 
-# ---- (a) parity -----------------------------------------------------------------------------
-
-
-def parity_inputs(head: str, args: dict, meta: dict, seed: int = 0) -> list[np.ndarray]:
-    """Shapes unlike the export example (2 x 16 or 2 x L): batch 1, odd batches, short and long."""
-    rng = np.random.default_rng(seed)
-    if head == "classifier":
-        cases = []
-        for batch, length in ((1, 7), (3, 61), (17, meta["max_len"])):
-            ids = rng.integers(2, args["vocab_size"], (batch, length))
-            for row in range(1, batch, 2):  # every other row right-padded to a random length
-                ids[row, rng.integers(1, length):] = meta["pad_id"]
-            cases.append(ids.astype(np.int64))
-        return cases
-    lookback, channels = meta["lookback"], args["n_channels"]
-    unit = args["segment_len"] or 1
-    short = max(unit, (lookback // 2) // unit * unit)
-    return [rng.standard_normal((batch, length, channels)).astype(np.float32)
-            for batch, length in ((1, lookback), (5, short), (33, lookback * 2))]
-
-
-def torch_outputs(model, head: str, x: np.ndarray, device: torch.device) -> list[np.ndarray]:
-    with torch.inference_mode():
-        out = model(torch.from_numpy(x).to(device)).float().cpu()
-    return [out.numpy(), torch.softmax(out, -1).numpy()] if head == "classifier" else [out.numpy()]
-
-
-def max_abs_diff(session, model, head: str, inputs: list[np.ndarray], device: torch.device) -> float:
-    name = session.get_inputs()[0].name
-    worst = 0.0
-    for x in inputs:
-        for ours, theirs in zip(session.run(None, {name: x}), torch_outputs(model, head, x, device)):
-            worst = max(worst, float(np.abs(ours - theirs).max()))
-    return worst
-
-
-# ---- (b) the test metric ------------------------------------------------------------------
-
-
-def onnx_test_metric(session, head: str, loader) -> float:
-    """Accuracy (classifier) or MSE (forecaster) of the ONNX model over the whole test set."""
-    name = session.get_inputs()[0].name
-    hits = squared = count = 0.0
-    for inputs, target in loader:
-        out = session.run(None, {name: inputs.numpy()})[0]
-        if head == "classifier":
-            hits += float((out.argmax(1) == target.numpy()).sum())
-            count += len(target)
-        else:
-            squared += float(((out - target.numpy()) ** 2).sum())
-            count += target.numel()
-    return (hits if head == "classifier" else squared) / count
-
-
-# ---- (c) latency: pipeline/latency.py -----------------------------------------------------------
-
-
-# ---- a generator: the stateful graph ---------------------------------------------------------
-
-GREEDY_CHARS = 300
-PROMPT_CHARS = 256  # the prompt whose reading throughput is timed
-DECODE_REPEATS = 200
-
-
-def generator_parity_cases(args: dict, seed: int = 0) -> list[tuple[np.ndarray, tuple]]:
-    """(ids, state): batch 1 x time 1, batch 3 x time 17 from a non-zero state, batch 64 x time 256."""
-    rng = np.random.default_rng(seed)
-    count = len(STATES[args["cell"]])
-    cases = []
-    for batch, time_steps, scale in ((1, 1, 0.0), (3, 17, 0.5), (64, 256, 0.0)):
-        ids = rng.integers(0, args["vocab_size"], (batch, time_steps)).astype(np.int64)
-        state = tuple((scale * rng.standard_normal((args["num_layers"], batch, args["hidden_size"])))
-                      .astype(np.float32) for _ in range(count))
-        cases.append((ids, state))
-    return cases
-
-
-def step_diff(ours, theirs, cases) -> float:
-    """max |a - b| over the logits and every returned state, across the cases."""
-    worst = 0.0
-    for ids, state in cases:
-        (logits_a, state_a), (logits_b, state_b) = ours(ids, state), theirs(ids, state)
-        for a, b in zip((logits_a, *state_a), (logits_b, *state_b)):
-            worst = max(worst, float(np.abs(a - b).max()))
-    return worst
-
-
-def decode_latency(step, zero, device: torch.device) -> dict:
-    """ms per generated character (one step of batch 1 from a carried state) and the
-    prompt-reading rate (characters per second, batch 1)."""
-    _, state = step(np.zeros((1, 8), dtype=np.int64), zero(1))
-    one = np.zeros((1, 1), dtype=np.int64)
-    prompt = np.zeros((1, PROMPT_CHARS), dtype=np.int64)
-    per_char = timings(synced(lambda: step(one, state), device), DECODE_REPEATS)
-    reading = timings(synced(lambda: step(prompt, zero(1)), device), REPEATS[64])
-    return {"ms_per_char": float(np.median(per_char)),
-            "prompt_chars_per_s": PROMPT_CHARS * 1000.0 / float(np.median(reading))}
-
-
-def generator_checks(sessions: dict, model, trained: TrainedRun, task, test_ids: np.ndarray,
-                     device: torch.device) -> dict:
-    """Parity on logits and state, the test loss, greedy generation and latency, ONNX against
-    PyTorch: decoding (batch 1) on the latency session, parity and the test loss on the throughput one."""
-    model.eval()
-    ours, theirs, bulk = session_step(sessions["latency"]), torch_step(model, device), session_step(sessions["throughput"])
-    ours_zero, theirs_zero = session_zero_state(sessions["latency"]), zero_state(model)
-    prompt = encode(task.train.sample_prompt, trained.meta["vocab"])
-    greedy = [generate(step, zero(1), prompt, GREEDY_CHARS, 0.0, 0)
-              for step, zero in ((ours, ours_zero), (theirs, theirs_zero))]
-    onnx_speed, torch_speed = decode_latency(ours, ours_zero, device), decode_latency(theirs, theirs_zero, device)
-    return {"max_abs_diff": step_diff(bulk, theirs, generator_parity_cases(trained.spec["args"])),
-            "onnx_metric": stream_loss(bulk, ours_zero, test_ids, task.train.eval_streams, task.train.block_size),
-            "greedy_chars": GREEDY_CHARS, "greedy_identical": greedy[0] == greedy[1],
-            "ms_per_char": onnx_speed["ms_per_char"], "torch_ms_per_char": torch_speed["ms_per_char"],
-            "speedup_vs_torch_per_char": torch_speed["ms_per_char"] / onnx_speed["ms_per_char"],
-            "prompt_chars_per_s": onnx_speed["prompt_chars_per_s"],
-            "torch_prompt_chars_per_s": torch_speed["prompt_chars_per_s"],
-            "speedup_vs_torch_prompt": onnx_speed["prompt_chars_per_s"] / torch_speed["prompt_chars_per_s"]}
-
-
-# ---- INT8: model.int8.onnx beside the fp32 model (export.int8) --------------------------------
-
-# INT8 is not held to parity with PyTorch (quantised weights move every output a little). Its
-# gate is the test metric against the fp32 ONNX model's, per task metric: (kind, limit), the
-# difference taken both ways ("within"). Accuracy: 0.3 points absolute; forecast MSE and the
-# generator's test loss (nats per character): 1% relative.
-INT8_GATES = {"acc": ("absolute", 0.003), "mse": ("relative", 0.01), "loss": ("relative", 0.01)}
-
-
-def int8_gate(int8_metric: float, fp32_metric: float, metric: str) -> dict:
-    kind, limit = INT8_GATES[metric]
-    change = abs(int8_metric - fp32_metric) / (abs(fp32_metric) if kind == "relative" else 1.0)
-    return {"int8_metric": int8_metric, "int8_metric_change": change, "int8_metric_change_limit": limit,
-            "int8_gate": kind}
-
-
-def int8_checks(sessions: dict, head: str, args: dict, meta: dict, loader, metric: str, fp32: dict) -> dict:
-    """Classifier or forecaster: the INT8 model's latency (as fp32's), its speed-ups over
-    PyTorch eager (timed once, for fp32) and over fp32 ONNX, and its test-metric gate."""
-    ours = onnx_latency(sessions, head, args, meta)
-    speedups = {}
-    for b in LATENCY_BATCHES:
-        ms = ours[f"latency_ms_b{b}_p50"]
-        speedups.update({f"speedup_vs_torch_b{b}": fp32[f"torch_latency_ms_b{b}_p50"] / ms,
-                         f"speedup_vs_fp32_b{b}": fp32[f"latency_ms_b{b}_p50"] / ms})
-    return ({f"int8_{k}": v for k, v in {**ours, **speedups}.items()}
-            | int8_gate(onnx_test_metric(sessions["throughput"], head, loader), fp32["onnx_metric"], metric))
-
-
-def generator_int8_checks(sessions: dict, task, test_ids: np.ndarray, fp32: dict) -> dict:
-    """Generator: ms per character and prompt reading, speed-ups, and the test-loss gate."""
-    step, zero = session_step(sessions["latency"]), session_zero_state(sessions["latency"])
-    speed = decode_latency(step, zero, torch.device("cpu"))
-    loss = stream_loss(session_step(sessions["throughput"]), zero, test_ids, task.train.eval_streams,
-                       task.train.block_size)
-    return {"int8_ms_per_char": speed["ms_per_char"], "int8_prompt_chars_per_s": speed["prompt_chars_per_s"],
-            "int8_speedup_vs_torch_per_char": fp32["torch_ms_per_char"] / speed["ms_per_char"],
-            "int8_speedup_vs_fp32_per_char": fp32["ms_per_char"] / speed["ms_per_char"],
-            **int8_gate(loss, fp32["onnx_metric"], task.metric)}
-
-
 # ---- the stage -------------------------------------------------------------------------------
 
 
 def validate_provider(key: str, trained: TrainedRun, task, loader, torch_metric: float, export) -> dict:
-    """Every check of one provider: the fp32 model, then (export.int8) the INT8 model beside it."""
+    """Every check of one provider: the fp32 model, then (export.int8) the INT8 model beside it;
+    what is checked is the kind's (`onnx_checks`, `int8_checks`, pipeline/kinds/)."""
     provider = PROVIDERS[key]
     sessions, reason = open_workloads(trained.paths.onnx_model, provider, export.session)
     if sessions is None:
         log.warning("%s unavailable: %s", provider, reason)
         return {"status": "unavailable", "reason": reason}
-    device = torch.device("cuda" if key == "cuda" and torch.cuda.is_available() else "cpu")
-    model, head, args, meta = trained.model.to(device), trained.head, trained.spec["args"], trained.meta
-    test_ids = loader.dataset.ids.numpy() if head == "generator" else None
-    if head == "generator":
-        checks = generator_checks(sessions, model, trained, task, test_ids, device)
-    else:
-        bulk = sessions["throughput"]
-        checks = {"max_abs_diff": max_abs_diff(bulk, model, head, parity_inputs(head, args, meta), device),
-                  "onnx_metric": onnx_test_metric(bulk, head, loader),
-                  **latency_report(sessions, model, head, args, meta, device)}
+    device = pick_device("auto" if key == "cuda" else "cpu")   # PyTorch beside it, on the same kind of device
+    kind = kind_of(trained.head)
+    checks = kind.onnx_checks(sessions, trained.model.to(device), trained, task, loader, device)
     if export.int8:
         int8_path = int8_model(trained.paths.onnx_model)  # main checked that it exists
         int8_sessions, reason = open_workloads(int8_path, provider, export.session)
@@ -236,8 +67,7 @@ def validate_provider(key: str, trained: TrainedRun, task, loader, torch_metric:
             checks["int8_status"] = f"unavailable: {reason}"
         else:
             checks["int8_bytes"] = int8_path.stat().st_size
-            checks.update(generator_int8_checks(int8_sessions, task, test_ids, checks) if head == "generator" else
-                          int8_checks(int8_sessions, head, args, meta, loader, task.metric, checks))
+            checks.update(kind.int8_checks(int8_sessions, trained, task, loader, checks))
     result = {"status": "ok", "provider": provider, "torch_device": device.type,
               "max_abs_diff_limit": MAX_ABS_DIFF[key], "torch_metric": torch_metric,
               "metric_delta": abs(checks["onnx_metric"] - torch_metric), **checks}
@@ -276,17 +106,7 @@ def failed_gates(report: dict, required: list[str]) -> list[str]:
     return problems
 
 
-# Per provider, the latency that a deployer quotes and its speed-up over PyTorch eager: batch 1
-# for the classifier and forecaster, one generated character for the generator.
-KEY_LATENCY = {"classifier": ("latency_ms_b1_p50", "speedup_vs_torch_b1"),
-               "forecaster": ("latency_ms_b1_p50", "speedup_vs_torch_b1"),
-               "generator": ("ms_per_char", "speedup_vs_torch_per_char")}
-# ... and the INT8 model's speed-up over the fp32 ONNX model at that same latency (the log line).
-KEY_INT8_SPEEDUP = {"classifier": "int8_speedup_vs_fp32_b1", "forecaster": "int8_speedup_vs_fp32_b1",
-                    "generator": "int8_speedup_vs_fp32_per_char"}
-
-
-def headline(report: dict, head: str) -> dict:
+def headline(report: dict, kind: Kind) -> dict:
     """What DVC compares between experiments: per provider that ran, its parity, key latency
     and speed-up, under the same names for every head so that `dvc metrics show` stays a few
     columns wide. Parity is the largest difference from PyTorch as a fraction of its gate
@@ -294,7 +114,7 @@ def headline(report: dict, head: str) -> dict:
     the gates passed needs no column: a failed gate fails the stage. Percentiles, throughput
     and error texts stay in the full report (metrics/onnx/), and so do the INT8 figures: one
     more column took the table past 100 characters."""
-    latency, speedup = KEY_LATENCY[head]
+    latency, speedup = kind.key_latency
     scores: dict = {}
     for key in PROVIDERS:
         result = report[key]
@@ -306,7 +126,7 @@ def headline(report: dict, head: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     task_name, model_name = stage_args("pipeline.validate", ["task", "model"], argv)
-    name = f"{task_name}-{model_name}"
+    name = run_name(task_name, model_name)
     try:
         config, task = load_task(task_name)
         trained = load_trained(config, task_name, model_name)
@@ -327,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = failed_gates(report, report["required_providers"])
     report["passed"] = not problems
     write_json_atomic(trained.paths.onnx_metrics, report)
-    write_json_atomic(trained.paths.onnx_scores, headline(report, task.head))
+    write_json_atomic(trained.paths.onnx_scores, headline(report, kind_of(task.head)))
     log_to_training_run(config, task_name, model_name, trained, report)
     for key in PROVIDERS:
         result = report[key]
@@ -335,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                           if k.startswith("speedup_vs_torch_"))
         int8 = (f"; INT8 {metric} {result['int8_metric']:.4g} ({result['int8_gate']} change "
                 f"{result['int8_metric_change']:.2g}, limit {result['int8_metric_change_limit']:g}), "
-                f"{result[KEY_INT8_SPEEDUP[task.head]]:.2f}x fp32" if "int8_metric" in result else "")
+                f"{result[kind_of(task.head).key_int8_speedup]:.2f}x fp32" if "int8_metric" in result else "")
         log.info("validate@%s %s: %s", name, key, result["status"] if result["status"] != "ok" else
                  f"max|d| {result['max_abs_diff']:.2g}, {metric} delta {result['metric_delta']:.2g}, {speed}{int8}")
     if problems:
@@ -357,14 +177,13 @@ def log_to_training_run(config, task_name: str, model_name: str, trained: Traine
     tracker.log_artifact(trained.paths.onnx_metrics, "onnx")
     tracker.log_onnx_model(trained.paths.onnx_model)
     if report["passed"]:  # only a model that passed every gate becomes a version of the task's model
-        from pipeline import serving
-        from pipeline.tracking import git_tags
+        from pipeline.serving import (
+            served_form,  # torch-free; imported only where a model is registered
+        )
 
-        tags = {"model": model_name, "cell": config.model[model_name].cell, "run_id": handoff["run_id"],
-                "git.commit": git_tags()["git.commit"]}
-        with serving.staged_code() as code:
-            tracker.log_served_model(serving.OnnxModel(), {serving.ONNX_ARTIFACT: str(trained.paths.onnx_model)},
-                                     [code], serving.pip_requirements(), task_name, tags)
+        with served_form(trained.paths.onnx_model) as form:
+            tracker.log_served_model(**form, registered_name=task_name, version_tags=served_model_tags(
+                model_name, config.model[model_name].cell, handoff["run_id"]))
     tracker.end()
 
 

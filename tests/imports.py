@@ -31,14 +31,14 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-def import_closure(root: Path, module: str) -> set[Path]:
+def import_closure(root: Path, module: str, packages: tuple[str, ...] = LOCAL_PACKAGES) -> set[Path]:
     """The files (relative to root) that running `python -m <module>` executes from this
     repository: the module, what it imports, transitively, and their packages' __init__.py."""
     closure: set[Path] = set()
     pending = [module]
     while pending:
         name = pending.pop()
-        if not name.startswith(tuple(f"{p}." for p in LOCAL_PACKAGES)) and name not in LOCAL_PACKAGES:
+        if not name.startswith(tuple(f"{p}." for p in packages)) and name not in packages:
             continue
         parts = name.split(".")
         for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.flops import classifier_train_flops, forecaster_train_flops
-from pipeline.models import build_model
+from pipeline.flops import classifier_train_flops, forecaster_train_flops
+from pipeline.kinds.registry import build_model
 from pipeline.sessions import PROVIDERS, open_session
 from tests.conftest import REPO_ROOT, run_in
 

@@ -65,6 +65,14 @@ def test_stage_modules_import_library_modules_never_each_other():
         assert not import_closure(REPO_ROOT, module) & others, module
 
 
+def test_the_benchmarks_import_library_modules_never_a_stage():
+    stages = {Path(*stage_module(stage.cmd).split(".")).with_suffix(".py") for stage in resolved_stages(REPO_ROOT)}
+    benchmarks = sorted(f"benchmarks.{path.stem}" for path in (REPO_ROOT / "benchmarks").glob("*.py"))
+    assert "benchmarks.run" in benchmarks
+    for module in benchmarks:
+        assert not import_closure(REPO_ROOT, module, ("pipeline", "benchmarks")) & stages, module
+
+
 def test_stage_outputs_are_where_layout_says():
     config = load_config(REPO_ROOT / "params.yaml")
     outs = {stage.name: {o.def_path for o in stage.outs} for stage in resolved_stages(REPO_ROOT)}

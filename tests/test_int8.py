@@ -13,10 +13,12 @@ import pytest
 import torch
 
 from pipeline import predict
-from pipeline.export import export_onnx, graph_interface, int8_beside, quantise_int8
+from pipeline.kinds.base import int8_gate
+from pipeline.kinds.registry import KINDS
+from pipeline.onnx_files import export_onnx, int8_beside, quantise_int8
 from pipeline.layout import int8_model
 from pipeline.models import Forecaster, SequenceClassifier
-from pipeline.validate import INT8_GATES, gate_problems, headline, int8_gate
+from pipeline.validate import gate_problems, headline
 
 FORECASTER = {"n_channels": 3, "horizon": 4, "hidden_size": 32, "num_layers": 1, "dropout": 0.0, "revin": True,
               "segment_len": 4, "channel_independent": True}
@@ -26,10 +28,10 @@ METADATA = {"rb.task": "etth1", "rb.model": "tiny", "rb.head": "forecaster", "rb
 def exported_forecaster(tmp_path, cell: str):
     torch.manual_seed(0)
     model = Forecaster(cell=cell, **FORECASTER).eval()
-    interface = graph_interface("forecaster", FORECASTER, {"lookback": 16})
+    interface = KINDS["forecaster"].graph_interface(FORECASTER, {"lookback": 16})
     path = tmp_path / cell / "model.onnx"
     path.parent.mkdir()
-    export_onnx(model, "forecaster", interface, path, 17, False, METADATA)
+    export_onnx(KINDS["forecaster"].export_module(model), interface, path, 17, False, METADATA)
     return model, path
 
 
@@ -93,9 +95,9 @@ def test_a_bidirectional_two_layer_classifier_quantises_both_directions_of_every
                                num_layers=2, bidirectional=True, dropout=0.0, embedding_dropout=0.0,
                                pooling=["mean", "max"], pad_id=0).eval()
     args = {"vocab_size": 40}
-    interface = graph_interface("classifier", args, {"pad_id": 0})
+    interface = KINDS["classifier"].graph_interface(args, {"pad_id": 0})
     path = tmp_path / "model.onnx"
-    export_onnx(model, "classifier", interface, path, 17, False, {"rb.head": "classifier"})
+    export_onnx(KINDS["classifier"].export_module(model), interface, path, 17, False, {"rb.head": "classifier"})
     lstm_nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type == "LSTM"]
     quantise_int8(path, int8_model(path))
     nodes = [n for n in onnx.load(str(int8_model(path))).graph.node if n.op_type == "DynamicQuantizeLSTM"]
@@ -112,13 +114,14 @@ def test_a_bidirectional_two_layer_classifier_quantises_both_directions_of_every
 
 
 def test_every_task_metric_has_an_int8_gate_and_accuracy_is_absolute_while_mse_and_loss_are_relative():
-    assert INT8_GATES == {"acc": ("absolute", 0.003), "mse": ("relative", 0.01), "loss": ("relative", 0.01)}
-    assert int8_gate(0.8725, 0.8750, "acc")["int8_metric_change"] == pytest.approx(0.0025)
-    assert int8_gate(0.404, 0.400, "mse")["int8_metric_change"] == pytest.approx(0.01)
-    assert int8_gate(1.50, 1.52, "loss") == {"int8_metric": 1.50, "int8_metric_change": pytest.approx(0.02 / 1.52),
+    assert {name: kind.int8_rule for name, kind in KINDS.items()} == {
+        "classifier": ("absolute", 0.003), "forecaster": ("relative", 0.01), "generator": ("relative", 0.01)}
+    assert int8_gate(0.8725, 0.8750, KINDS["classifier"].int8_rule)["int8_metric_change"] == pytest.approx(0.0025)
+    assert int8_gate(0.404, 0.400, KINDS["forecaster"].int8_rule)["int8_metric_change"] == pytest.approx(0.01)
+    assert int8_gate(1.50, 1.52, KINDS["generator"].int8_rule) == {"int8_metric": 1.50, "int8_metric_change": pytest.approx(0.02 / 1.52),
                                              "int8_metric_change_limit": 0.01, "int8_gate": "relative"}
     # relative: the same 0.0025 that passes on accuracy fails on a loss of 0.2
-    assert int8_gate(0.2025, 0.2, "loss")["int8_metric_change"] == pytest.approx(0.0125)
+    assert int8_gate(0.2025, 0.2, KINDS["generator"].int8_rule)["int8_metric_change"] == pytest.approx(0.0125)
 
 
 def fp32_result(**int8) -> dict:
@@ -127,7 +130,7 @@ def fp32_result(**int8) -> dict:
 
 @pytest.mark.parametrize("int8_metric, fails", [(0.873, False), (0.871, True), (0.879, True)])
 def test_the_int8_gate_fails_when_the_test_metric_moves_more_than_its_limit_either_way(int8_metric, fails):
-    problems = gate_problems("CPUExecutionProvider", fp32_result(**int8_gate(int8_metric, 0.875, "acc")))
+    problems = gate_problems("CPUExecutionProvider", fp32_result(**int8_gate(int8_metric, 0.875, KINDS["classifier"].int8_rule)))
     assert bool(problems) is fails
     if fails:
         assert "INT8" in problems[0] and "fp32 ONNX" in problems[0] and "0.003" in problems[0]
@@ -139,9 +142,9 @@ def test_no_int8_entries_means_no_int8_gate():
 
 def test_the_int8_figures_stay_out_of_the_dvc_headline_which_keeps_its_three_columns_per_provider():
     report = {"cpu": {"status": "ok", **fp32_result(), "latency_ms_b1_p50": 1.0, "speedup_vs_torch_b1": 2.0,
-                      "int8_speedup_vs_fp32_b1": 1.234, **int8_gate(0.874, 0.875, "acc")},
+                      "int8_speedup_vs_fp32_b1": 1.234, **int8_gate(0.874, 0.875, KINDS["classifier"].int8_rule)},
               "cuda": {"status": "unavailable"}}
-    assert sorted(headline(report, "forecaster")) == ["cpu_ms", "cpu_parity", "cpu_speedup"]
+    assert sorted(headline(report, KINDS["forecaster"])) == ["cpu_ms", "cpu_parity", "cpu_speedup"]
 
 
 # ---- predict --int8 -------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.models import Forecaster, SequenceClassifier, build_model, reverse_valid
+from pipeline.kinds.registry import build_model
+from pipeline.models import Forecaster, SequenceClassifier, reverse_valid
 
 
 def test_reverse_valid_reverses_within_each_length_and_leaves_padding():

@@ -15,7 +15,8 @@ import torch
 
 from pipeline.checkpoints import load_checkpoint
 from pipeline.sessions import PROVIDERS, open_session
-from pipeline.validate import MAX_ABS_DIFF, failed_gates, max_abs_diff, parity_inputs
+from pipeline.kinds.registry import KINDS
+from pipeline.validate import MAX_ABS_DIFF, failed_gates
 from tests.conftest import compose_params, run_in
 
 
@@ -89,20 +90,21 @@ def test_parity_check_catches_a_gru_exported_without_linear_before_reset(pipelin
 
     torch_model, spec = load_checkpoint(repo / "models/imdb-gru/model.pt")
     meta = json.loads((repo / "data/prepared/imdb/encoded/meta.json").read_text())
-    inputs = parity_inputs(spec["head"], spec["args"], meta)
+    kind = KINDS[spec["head"]]
+    inputs = kind.parity_inputs(spec["args"], meta)
     good, _ = open_session(onnx_path(repo, "imdb-gru"), PROVIDERS["cpu"])
     bad, _ = open_session(corrupted, PROVIDERS["cpu"])
     cpu = torch.device("cpu")
-    assert max_abs_diff(good, torch_model, spec["head"], inputs, cpu) <= MAX_ABS_DIFF["cpu"]
-    assert max_abs_diff(bad, torch_model, spec["head"], inputs, cpu) > MAX_ABS_DIFF["cpu"]
+    assert kind.max_abs_diff(good, torch_model, inputs, cpu) <= MAX_ABS_DIFF["cpu"]
+    assert kind.max_abs_diff(bad, torch_model, inputs, cpu) > MAX_ABS_DIFF["cpu"]
 
 
 def test_parity_inputs_cover_batch_one_odd_batches_padding_and_lengths():
     meta = {"max_len": 40, "pad_id": 0}
-    shapes = [x.shape for x in parity_inputs("classifier", {"vocab_size": 50}, meta)]
+    shapes = [x.shape for x in KINDS["classifier"].parity_inputs({"vocab_size": 50}, meta)]
     assert shapes[0][0] == 1 and any(b % 2 == 1 and b > 1 for b, _ in shapes)
     assert len({t for _, t in shapes}) == 3 and (2, 16) not in shapes
-    padded = parity_inputs("classifier", {"vocab_size": 50}, meta)[2]
+    padded = KINDS["classifier"].parity_inputs({"vocab_size": 50}, meta)[2]
     assert (padded[1] == 0).any() and not (padded[0] == 0).any()
 
 
@@ -283,7 +285,7 @@ def test_predict_generates_without_torch_reproducibly_and_as_pytorch_does(pipeli
     assert json.loads(other_seed.stdout)["predictions"]["text"] != text
 
     from pipeline.generation import encode, generate
-    from pipeline.scoring import torch_step, zero_state
+    from pipeline.kinds.generator import torch_step, zero_state
     greedy = predict(repo, model, "--prompt", "JULIET:", "--max-chars", "60", "--temperature", "0")
     torch_model, _ = load_checkpoint(repo / "models/shakespeare-lstm/model.pt")
     vocab = json.loads((repo / "data/prepared/shakespeare/text/meta.json").read_text())["vocab"]

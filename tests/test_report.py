@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pipeline.config import load_config
-from pipeline.report import anchors_of, build_report, champion, missing_handoffs, replace_readme_table
+from pipeline.report import anchors_of, build_report, champion, missing_handoffs, results_pages
 from tests.conftest import REPO_ROOT
 
 
@@ -19,12 +19,14 @@ def test_champion_is_chosen_on_validation_never_on_test():
     assert champion(config.task["etth1"], train) == "gru"
 
 
-def test_readme_results_block_matches_the_committed_metrics(tmp_path, monkeypatch):
+def test_readme_and_docs_results_blocks_match_the_committed_metrics(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     markdown, champions, figures = build_report(load_config(), tmp_path)
-    readme = REPO_ROOT / "README.md"
-    assert replace_readme_table(readme, markdown) == readme.read_text(encoding="utf-8"), (
-        "README results differ from metrics/; run `python -m pipeline.report --readme`")
+    pages = results_pages(load_config(), markdown, champions)
+    assert sorted(map(str, pages)) == ["README.md", "docs/results.md"]
+    for path, text in pages.items():
+        assert text == path.read_text(encoding="utf-8"), (
+            f"{path}: results differ from metrics/; run `python -m pipeline.report --readme`")
     assert all(f.is_file() for f in figures) and set(champions) == set(load_config().task)
     for task in load_config().task.values():   # the committed runs use the anchors' protocols
         assert anchors_of(task) == task.anchors and all(

@@ -16,8 +16,10 @@ import requests
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from benchmarks.serving_load import at_generation_limit, load_test, refused, served
+from benchmarks.serving_load import at_limit, load_test, refused, served
 from pipeline import serving
+from pipeline.generation import SAMPLING
+from pipeline.kinds import SPECS, classifier_spec, generator_spec
 from pipeline.config import load_config
 from tests.conftest import REPO_ROOT, run_in
 from tests.imports import import_closure
@@ -96,12 +98,12 @@ def test_the_deployers_install_pulls_no_torch():
 ], ids=["negative-temperature", "unknown-field", "fractional-max-chars", "negative-seed", "two-rows", "no-prompt"])
 def test_bad_generation_requests_name_the_field(records, message):
     with pytest.raises(serving.predict.PredictError) as raised:
-        serving.generation_args(records)
+        generator_spec.from_records(records)
     assert message in str(raised.value)
 
 
 def test_generation_requests_fill_in_the_command_lines_defaults():
-    assert serving.generation_args([{"prompt": "ROMEO:"}]) == {"prompt": "ROMEO:", **serving.GENERATION_DEFAULTS}
+    assert generator_spec.from_records([{"prompt": "ROMEO:"}]) == {"prompt": "ROMEO:", **SAMPLING}
 
 
 @pytest.mark.parametrize("records, message", [
@@ -112,7 +114,7 @@ def test_generation_requests_fill_in_the_command_lines_defaults():
 ])
 def test_bad_classification_requests_say_what_is_missing(records, message):
     with pytest.raises(serving.predict.PredictError) as raised:
-        serving.texts_of(records)
+        classifier_spec.from_records(records)
     assert message in str(raised.value)
 
 
@@ -194,8 +196,8 @@ def test_a_request_over_a_limit_is_refused_on_its_sizes_before_any_work(head, bo
 
 def test_requests_at_the_limits_pass_the_checks():
     meta = meta_of("classifier")
-    assert serving.texts_of([{"text": "a" * 10}] * 3, LIMITS) == ["a" * 10] * 3
-    assert serving.generation_args([{"prompt": "a" * 8, "max_chars": 50}], LIMITS)["max_chars"] == 50
+    assert classifier_spec.from_records([{"text": "a" * 10}] * 3, limits=LIMITS) == ["a" * 10] * 3
+    assert generator_spec.from_records([{"prompt": "a" * 8, "max_chars": 50}], limits=LIMITS)["max_chars"] == 50
     assert serving.row_count(parsed({"inputs": {"text": ["a", "b", "c"]}})) == 3 and meta["head"] == "classifier"
 
 
@@ -268,7 +270,7 @@ def test_the_served_champions_answer_what_predict_prints_and_refuse_bad_input(pi
 
         # Every limit of every served kind: a 400 that names it, long before any timeout.
         for base, head in ((imdb, "classifier"), (etth1, "forecaster"), (shakespeare, "generator")):
-            for name, (body, status, says) in refused(head, limits, window).items():
+            for name, (body, status, says) in refused(SPECS[head], limits, window).items():
                 start = time.perf_counter()
                 response = requests.post(f"{base}/invocations", data=body if isinstance(body, str) else json.dumps(body),
                                          headers={"Content-Type": "application/json"}, timeout=timeout_s)
@@ -276,13 +278,13 @@ def test_the_served_champions_answer_what_predict_prints_and_refuse_bad_input(pi
                 assert time.perf_counter() - start < 1.0, (head, name)
 
         # The longest generation the limits allow is answered inside the server's time bound.
-        longest = at_generation_limit(shakespeare, limits, timeout_s)
+        longest = at_limit(shakespeare, generator_spec.longest_request(limits), timeout_s)
         assert longest["status"] == 200 and longest["chars"] == limits["max_generate_chars"]
         assert longest["within_bound"], longest
 
         # A small load: concurrent well-formed requests all answered while refusals go on beside them.
         for base, head in ((imdb, "classifier"), (etth1, "forecaster"), (shakespeare, "generator")):
-            load = load_test(base, head, limits, window, requests_total=12, clients=3, timeout_s=timeout_s)
+            load = load_test(base, SPECS[head], limits, window, requests_total=12, clients=3, timeout_s=timeout_s)
             assert load["errors"] == 0 and load["all_refused"], load
             assert load["p50_ms"] <= load["p95_ms"] <= load["p99_ms"] and load["throughput_per_s"] > 0
 

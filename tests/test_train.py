@@ -17,7 +17,7 @@ import torch
 from pipeline.checkpoints import save_checkpoint
 from pipeline.config import load_config
 from pipeline.datasets import EpochBatchSampler
-from pipeline.models import build_model
+from pipeline.kinds.registry import build_model
 from pipeline.train import evaluate_best, fingerprint, run_epochs, setup
 from tests.conftest import compose_params, copy_pipeline, run_in
 

@@ -27,8 +27,8 @@ from typing import Iterable
 
 import numpy as np
 
-from pipeline.files import atomic_dir, file_digest, write_json_atomic
 from pipeline.config import ImdbPrepare
+from pipeline.files import atomic_dir, file_digest, write_json_atomic
 
 log = logging.getLogger(__name__)
 

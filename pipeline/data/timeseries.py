@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.files import atomic_dir, file_digest, write_json_atomic
 from pipeline.config import TimeseriesPrepare
+from pipeline.files import atomic_dir, file_digest, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,134 @@
+"""The classifier kind on the pipeline's side: token ids [B, T] -> class logits, trained with
+cross-entropy, scored on accuracy, F1 and AUC beside the majority class, exported with its
+softmax, validated at batch 1 and 64. Its torch-free half is classifier_spec.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.files import file_digest
+from pipeline.flops import classifier_train_flops
+from pipeline.kinds import classifier_spec
+from pipeline.kinds.base import BatchKind
+from pipeline.latency import LATENCY_SEQUENCE
+from pipeline.models import SequenceClassifier
+from pipeline.plots import write_csv
+from pipeline.schema import ConfigError
+
+
+class WithProbabilities(nn.Module):
+    """Classifier logits plus their softmax, so deployers need no post-processing."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor):
+        logits = self.model(input_ids)
+        return logits, torch.softmax(logits, dim=-1)
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    probabilities = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    predicted = probabilities.argmax(1)
+    return {f"{split}/loss": loss, f"{split}/acc": accuracy_score(labels, predicted),
+            f"{split}/f1": f1_score(labels, predicted), f"{split}/auc": roc_auc_score(labels, probabilities[:, 1])}
+
+
+def pretrained_vectors(task, args: dict, names: tuple[str, str]) -> torch.Tensor:
+    task_name, model_name = names
+    path = Path(task.paths.embeddings) / "vectors.npy"
+    vectors = torch.from_numpy(np.load(path))
+    expected = (args["vocab_size"], args["embedding_dim"])
+    if tuple(vectors.shape) != expected:
+        raise ConfigError(f"{path}: vectors of shape {tuple(vectors.shape)} do not fit the embedding layer "
+                          f"{expected}; set task.{task_name}.embeddings.dim = model.{model_name}.classifier.embedding_dim "
+                          f"or model.{model_name}.classifier.pretrained_embeddings=false")
+    return vectors
+
+
+class Classifier(BatchKind):
+    spec = classifier_spec
+    model_class = SequenceClassifier
+    training_only = frozenset({"pretrained_embeddings"})
+    int8_rule = ("absolute", 0.003)   # accuracy: 0.3 points
+    quality = ("test/acc", "test/f1", "test/auc")
+    floor = "majority class"
+    step_unit = "valid tokens"
+
+    def data_args(self, settings, meta, names):
+        return {"vocab_size": meta["vocab_size"], "num_classes": len(meta["labels"]), "pad_id": meta["pad_id"]}
+
+    def init_weights(self, model, settings, task, args, names):
+        if settings.pretrained_embeddings:
+            model.embedding.weight.data.copy_(pretrained_vectors(task, args, names))
+
+    def loss(self):
+        return nn.CrossEntropyLoss()
+
+    def metrics(self, outputs, targets, split):
+        return classification_metrics(outputs, targets, split)
+
+    def naive_floor(self, data):
+        train_labels = data.train.dataset.labels.numpy()
+        test_labels = data.test.dataset.labels.numpy()
+        majority = np.bincount(train_labels).argmax()
+        return {"baseline/acc": float((test_labels == majority).mean())}
+
+    def write_plots(self, paths, outputs, targets, meta, test_dataset, sample):
+        labels, predicted = meta["labels"], outputs.argmax(1)
+        return [write_csv(paths.head_plot, ["actual", "predicted"],
+                          ((labels[a], labels[p]) for a, p in zip(targets, predicted)))]
+
+    def train_work(self, inputs, args, meta):
+        return int((inputs != meta["pad_id"]).sum()), classifier_train_flops(args, inputs.shape[0], inputs.shape[1])
+
+    # ---- export ---------------------------------------------------------------------------------
+
+    def graph_interface(self, args, meta):
+        example = torch.randint(2, args["vocab_size"], (2, 16))
+        example[1, 10:] = meta["pad_id"]
+        return {"inputs": ["input_ids"], "outputs": ["logits", "probabilities"], "example": (example,),
+                "dynamic_axes": {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"},
+                                 "probabilities": {0: "batch"}}}
+
+    def export_module(self, model):
+        return WithProbabilities(model)
+
+    def deployment_metadata(self, task, settings, cell, meta):
+        tokenizer = Path(task.paths.prepared) / meta["tokenizer"]
+        return {"labels": json.dumps(meta["labels"]), "tokenizer_file": str(tokenizer),
+                "tokenizer_sha256": file_digest(tokenizer), "tokenizer_json": tokenizer.read_text(encoding="utf-8"),
+                "pad_id": str(meta["pad_id"]), "max_len": str(meta["max_len"]),
+                "truncation_side": meta["truncation_side"]}
+
+    # ---- validation -----------------------------------------------------------------------------
+
+    def latency_input(self, args, meta, batch):
+        rng = np.random.default_rng(batch)
+        return rng.integers(2, args["vocab_size"], (batch, LATENCY_SEQUENCE)).astype(np.int64)
+
+    def parity_inputs(self, args, meta, seed=0):
+        rng = np.random.default_rng(seed)
+        cases = []
+        for batch, length in ((1, 7), (3, 61), (17, meta["max_len"])):
+            ids = rng.integers(2, args["vocab_size"], (batch, length))
+            for row in range(1, batch, 2):  # every other row right-padded to a random length
+                ids[row, rng.integers(1, length):] = meta["pad_id"]
+            cases.append(ids.astype(np.int64))
+        return cases
+
+    def torch_outputs(self, model, x, device):
+        logits, = super().torch_outputs(model, x, device)
+        return [logits, torch.softmax(torch.from_numpy(logits), -1).numpy()]
+
+    def onnx_metric(self, outputs, targets):
+        return float((outputs.argmax(1) == targets).sum()), len(targets)
