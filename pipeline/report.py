@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from pipeline.anchors import anchors_of
 from pipeline.config import Config, load_config, setup_logging
 from pipeline.files import read_json, save_png, write_text_atomic
 from pipeline.kinds.registry import kind_of
@@ -55,15 +56,6 @@ def runs_of(config: Config, task: str) -> dict[str, RunPaths]:
 
 def fmt(value, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def anchors_of(task) -> list:
-    """The task's published figure groups whose protocol its prepare settings match: figures are
-    facts about one dataset under one protocol, never about a head, so a CSV task without
-    anchors, or ETTh1 at another horizon, shows none."""
-    prepare = task.prepare.model_dump()
-    return [group for group in task.anchors if group.dataset in (None, task.source.checksum)
-            and all(prepare.get(k) == v for k, v in group.protocol.items())]
 
 
 def onnx_cell(report: dict, provider: str, key: str, digits: int = 2) -> str:
@@ -209,16 +201,18 @@ def missing_handoffs(config: Config) -> list[str]:
 
 
 def promote_champions(config: Config, champions: dict[str, str], report: Path) -> None:
-    """Aliases `champion` and `challenger` on the registered model of each task (the newest
-    version of the first and second of `ranking`); log the report to each run."""
+    """Aliases `champion` and `challenger` on the registered model of each task (the versions that
+    the runs of the first and second of `ranking` registered); log the report to each run."""
     from pipeline.tracking import open_tracker, registry_set_aliases
 
     for task, best in champions.items():
         runs = runs_of(config, task)
         ranked = ranking(config.task[task], {m: read_json(paths.train_metrics) for m, paths in runs.items()})
-        registry_set_aliases(config.tracking, task, ranked)
+        handoffs = {model: read_json(paths.handoff) for model, paths in runs.items()}
+        run_ids = {model: handoff["run_id"] for model, handoff in handoffs.items() if handoff.get("run_id")}
+        registry_set_aliases(config.tracking, task, ranked, run_ids)
         for model, paths in runs.items():
-            handoff = read_json(paths.handoff)
+            handoff = handoffs[model]
             if handoff.get("run_id"):
                 tracker = open_tracker(config.tracking, task, model, run_id=handoff["run_id"])
                 tracker.log_artifact(report, "report")

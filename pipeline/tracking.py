@@ -236,16 +236,31 @@ def newest_by_model(versions) -> dict[str, str]:
     return newest
 
 
-def registry_set_aliases(tracking: TrackingConfig, task: str, ranked: list[str]) -> None:
-    """On the registered model `task`: `champion` on the newest version of the first model of
-    `ranked` that has one, `challenger` on the second's; an alias with no model left is removed."""
+def versions_of_runs(versions, run_ids: Mapping[str, str]) -> dict[str, str]:
+    """{model: the version registered from the run `run_ids[model]`} (its `run_id` tag): the
+    models the workspace's metrics describe, not whatever a sweep registered since."""
+    found: dict[str, str] = {}
+    for version in versions:
+        model = version.tags.get("model")
+        if model in run_ids and version.tags.get("run_id") == run_ids[model]:
+            found[model] = version.version
+    return found
+
+
+def registry_set_aliases(tracking: TrackingConfig, task: str, ranked: list[str],
+                         run_ids: Mapping[str, str] | None = None) -> None:
+    """On the registered model `task`: `champion` on the version of the first model of `ranked`
+    that has one, `challenger` on the second's; an alias with no model left is removed. With
+    `run_ids` ({model: MLflow run}), a model's version is the one its run registered (a DVC
+    experiment, a long-horizon sweep, registers versions of other settings); without, its newest."""
     if not tracking.enabled:
         return
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(resolve_uri(tracking))
-    newest = newest_by_model(client.search_model_versions(f"name = '{task}'"))
+    versions = client.search_model_versions(f"name = '{task}'")
+    newest = newest_by_model(versions) if run_ids is None else versions_of_runs(versions, run_ids)
     unregistered = [m for m in ranked if m not in newest]
     if unregistered:
         log.warning("registered model %s has no version of %s; left out of the aliases", task, unregistered)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -180,6 +181,19 @@ MIRROR_FILES = {"imdb": "aclImdb_v1.tar.gz", "etth1": "ETTh1.csv", "shakespeare"
 def mirror_checksums(mirror: Path) -> list[str]:
     """Overrides that point each task's offline checksum at the mirror's fixture file."""
     return [f"task.{task}.source.offline.checksum={sha256_spec(mirror / name)}" for task, name in MIRROR_FILES.items()]
+
+
+def nested(overrides: list[str]) -> dict:
+    """["a.b=1", ...] -> {"a": {"b": 1}}: the tiny settings as a config file DVC can compose."""
+    tree: dict = {}
+    for override in overrides:
+        key, value = override.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return tree
 
 
 def compose_params(repo: Path, mirror: Path, *extra: str) -> None:

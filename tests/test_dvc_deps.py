@@ -73,6 +73,14 @@ def test_the_benchmarks_import_library_modules_never_a_stage():
         assert not import_closure(REPO_ROOT, module, ("pipeline", "benchmarks")) & stages, module
 
 
+def test_the_default_pipeline_is_its_seven_stage_groups_with_no_sweep_among_them():
+    """The long-horizon sweep runs as DVC experiments (pipeline/ltsf.py): `dvc repro` keeps its stages."""
+    config = load_config(REPO_ROOT / "params.yaml")
+    names = [stage.name for stage in resolved_stages(REPO_ROOT)]
+    assert {name.split("@")[0] for name in names} == {"fetch", "prepare", "embed", "train", "export", "validate", "report"}
+    assert len(names) == 2 * len(config.task) + 1 + 3 * len(config.runs) + 1 == 29
+
+
 def test_stage_outputs_are_where_layout_says():
     config = load_config(REPO_ROOT / "params.yaml")
     outs = {stage.name: {o.def_path for o in stage.outs} for stage in resolved_stages(REPO_ROOT)}

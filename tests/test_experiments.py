@@ -9,20 +9,7 @@ import time
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import TINY_OVERRIDES, copy_repo, make_mirror, mirror_checksums, run_in
-
-
-def nested(overrides: list[str]) -> dict:
-    """["a.b=1", ...] -> {"a": {"b": 1}}: the tiny settings as a config file DVC can compose."""
-    tree: dict = {}
-    for override in overrides:
-        key, value = override.split("=", 1)
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return tree
+from tests.conftest import TINY_OVERRIDES, copy_repo, make_mirror, mirror_checksums, nested, run_in
 
 
 def experiment_params(shown: list, name: str) -> dict:

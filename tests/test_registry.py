@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from pipeline.config import load_config
 from pipeline.report import champion, ranking
-from pipeline.tracking import newest_by_model
+from pipeline.tracking import newest_by_model, versions_of_runs
 from tests.conftest import REPO_ROOT
 
 
@@ -34,6 +34,15 @@ def test_the_newest_version_of_each_model_is_the_one_aliased():
     versions = [SimpleNamespace(version=str(v), tags=tags) for v, tags in
                 ((1, {"model": "gru"}), (2, {"model": "lstm"}), (10, {"model": "gru"}), (3, {}), (9, {"model": "lstm"}))]
     assert newest_by_model(versions) == {"gru": "10", "lstm": "9"}
+
+
+def test_with_the_workspaces_runs_the_aliased_versions_are_theirs_not_a_later_sweeps():
+    versions = [SimpleNamespace(version=str(v), tags=tags) for v, tags in
+                ((1, {"model": "gru", "run_id": "a"}), (2, {"model": "lstm", "run_id": "b"}),
+                 (7, {"model": "gru", "run_id": "sweep-720"}), (8, {"model": "lstm", "run_id": "sweep-720b"}))]
+    assert newest_by_model(versions) == {"gru": "7", "lstm": "8"}
+    assert versions_of_runs(versions, {"gru": "a", "lstm": "b"}) == {"gru": "1", "lstm": "2"}
+    assert versions_of_runs(versions, {"gru": "a", "lstm": "never-registered"}) == {"gru": "1"}
 
 
 def test_every_task_is_one_registered_model_with_tagged_versions_a_champion_and_a_challenger(pipeline_repo):
