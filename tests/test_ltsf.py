@@ -27,14 +27,15 @@ def test_the_sweep_is_one_dvc_grid_over_the_horizons_with_the_tasks_validate_sta
         "validate@etth1-lstm", "validate@etth1-gru"]
 
 
-def test_the_table_marks_the_best_cell_per_horizon_and_averages_only_complete_rows():
-    results = {("lstm", 96): {"test/mse": 0.38, "test/mae": 0.40}, ("gru", 96): {"test/mse": 0.37, "test/mae": 0.41},
-               ("lstm", 192): {"test/mse": 0.42, "test/mae": 0.43}}
+def test_the_table_marks_the_cell_chosen_on_validation_and_averages_only_complete_rows():
+    results = {("lstm", 96): {"test/mse": 0.38, "test/mae": 0.40, "val": 0.60},
+               ("gru", 96): {"test/mse": 0.37, "test/mae": 0.41, "val": 0.65},   # better on test, worse on val
+               ("lstm", 192): {"test/mse": 0.42, "test/mae": 0.43, "val": 0.90}}
     floors = {96: {"test/mse": 1.2, "test/mae": 0.7}, 192: {"test/mse": 1.3, "test/mae": 0.8}}
     published = {96: {"iTransformer": {"test/mse": 0.386, "test/mae": 0.405}}}
     rows = table_rows(results, ["lstm", "gru"], (96, 192), floors, published)
-    assert rows[0] == ["LSTM", "0.380 / 0.400", "**0.420 / 0.430**", "0.400 / 0.415"]
-    assert rows[1] == ["GRU", "**0.370 / 0.410**", "–", "–"]            # no H=192 run: no average
+    assert rows[0] == ["LSTM", "**0.380 / 0.400**", "**0.420 / 0.430**", "0.400 / 0.415"]
+    assert rows[1] == ["GRU", "0.370 / 0.410", "–", "–"]                # no H=192 run: no average
     assert rows[2] == ["*naive floor: repeat last value*", "1.200 / 0.700", "1.300 / 0.800", "1.250 / 0.750"]
     assert rows[3] == ["*iTransformer*", "0.386 / 0.405", "–", "–"]
 
@@ -81,6 +82,9 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     published = [line for line in report.splitlines() if line.startswith("| *") and "naive floor" not in line]
     assert published == []                                   # a task without anchors shows only its own rows
     assert report.count("| passed |") == 2                   # every model's ONNX gates, from its record
+    records = {p.name: json.loads(p.read_text()) for p in (repo / "reports/ltsf").glob("*.json")}
+    assert sorted(records) == ["mycsv-gru-h4.json", "mycsv-gru-h8.json"]
+    assert all(r["passed"] and r["cpu"]["status"] == "ok" for r in records.values())
 
 
 def test_a_task_that_is_not_a_forecaster_is_refused(tmp_path):
