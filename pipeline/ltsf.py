@@ -168,7 +168,7 @@ def build_table(config, task_name: str, horizons, client) -> tuple[str, dict]:
     return "\n".join(lines), details, records
 
 
-def report_text(task_name: str, task, horizons, table: str, seconds: float | None) -> str:
+def report_text(task_name: str, task, table: str, seconds: float | None) -> str:
     """reports/ltsf.md: what ran, under which protocol, and the table."""
     prepare = task.prepare
     protocol = (f"features {prepare.features}, lookback L={prepare.lookback}, "
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.tracking import resolve_uri
 
     table, details, records = build_table(config, args.task, args.horizons, MlflowClient(resolve_uri(config.tracking)))
-    write_text_atomic(args.out, report_text(args.task, task, args.horizons, table, seconds))
+    write_text_atomic(args.out, report_text(args.task, task, table, seconds))
     for stem, record in records.items():   # the gates of every model of the table, beside it
         write_json_atomic(args.out.parent / args.out.stem / f"{stem}.json", record)
     replace_block(DOCS_PAGE, args.task, table)

@@ -149,11 +149,10 @@ def test_a_fourth_kind_trains_exports_and_validates_with_no_stage_edited(flat_ki
     assert report["cpu"]["metric_delta"] <= validate.METRIC_TOLERANCE and "latency_ms_b64_p50" in report["cpu"]
 
 
-def test_a_task_naming_an_unknown_kind_is_refused_with_the_kinds(pipeline_repo, tmp_path):
+def test_a_task_naming_an_unknown_kind_is_refused_with_the_kinds():
     from pipeline.config import ConfigError
     from pipeline.config import validate as validate_config
 
-    source, mirror, *_ = pipeline_repo
     container = compose([*TINY_OVERRIDES, "+task.etth1.head=flat"])
     with pytest.raises(ConfigError, match=r"task\.etth1\.head: no kind 'flat'; the kinds are \['classifier'"):
         validate_config(container)
