@@ -40,6 +40,13 @@ def test_the_table_marks_the_cell_chosen_on_validation_and_averages_only_complet
     assert rows[3] == ["*iTransformer*", "0.386 / 0.405", "–", "–"]
 
 
+def experiment_horizons(repo) -> list[int]:
+    """The horizon of each DVC experiment of the repository (`dvc exp show`)."""
+    shown = json.loads(run_in(repo, "dvc", "exp", "show", "--json").stdout)
+    return sorted(e["revs"][0]["data"]["params"]["params.yaml"]["data"]["task"]["mycsv"]["prepare"]["horizon"]
+                  for baseline in shown for e in baseline.get("experiments") or [])
+
+
 def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_tracked(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     # A CSV series a user added: its own conf file, no published figures, one cell.
@@ -64,10 +71,7 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     result = run_in(repo, "python", "-m", "pipeline.ltsf", "mycsv", "--horizons", "4", "8", timeout=900)
 
     # Two DVC experiments, one per horizon, each through prepare, train, export and validate.
-    shown = json.loads(run_in(repo, "dvc", "exp", "show", "--json").stdout)
-    horizons = sorted(e["revs"][0]["data"]["params"]["params.yaml"]["data"]["task"]["mycsv"]["prepare"]["horizon"]
-                      for baseline in shown for e in baseline.get("experiments") or [])
-    assert horizons == [4, 8], result.stderr[-3000:]
+    assert experiment_horizons(repo) == [4, 8], result.stderr[-3000:]
     # Their MLflow runs, in the repository's store, hold what the table prints.
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("mycsv").experiment_id])
@@ -82,6 +86,10 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     published = [line for line in report.splitlines() if line.startswith("| *") and "naive floor" not in line]
     assert published == []                                   # a task without anchors shows only its own rows
     assert report.count("| passed |") == 2                   # every model's ONNX gates, from its record
+    # --report-only rebuilds the same table from MLflow alone, without sweeping again.
+    run_in(repo, "python", "-m", "pipeline.ltsf", "mycsv", "--horizons", "4", "8", "--report-only")
+    assert (repo / "reports/ltsf.md").read_text().split("\n\n", 3)[2:] == report.split("\n\n", 3)[2:]
+    assert experiment_horizons(repo) == [4, 8]                # and no new experiment
     records = {p.name: json.loads(p.read_text()) for p in (repo / "reports/ltsf").glob("*.json")}
     assert sorted(records) == ["mycsv-gru-h4.json", "mycsv-gru-h8.json"]
     assert all(r["passed"] and r["cpu"]["status"] == "ok" for r in records.values())
