@@ -10,6 +10,9 @@
 (c) onnx       onnxruntime (CPU and CUDA providers), fp32 and INT8, against PyTorch eager: p50/p95
                latency and throughput at batch 1 and 64, and the speed-up targets
 (c2) profile   the op types that take the time, from onnxruntime's profiler and torch.profiler
+(c3) unrolled  a segmented forecaster's encoder exported as T explicit steps of MatMuls (time
+               axis fixed) against the exported fused LSTM/GRU node: onnxruntime CPU latency,
+               speed-up over PyTorch and GFLOP/s at batch 1 and 64, beside the matmul peak
 (d) export     seconds of torch.onnx.export per model
 (e) prepare    IMDB prepare throughput (reviews/s), ETTh1 rows/s
 (f) repro      `dvc repro` wall time: full (a fresh clone of HEAD, empty cache) and no-op (all up
@@ -51,11 +54,12 @@ from pipeline.datasets import load_task_data
 from pipeline.distributed import pick_device, uses_bf16
 from pipeline.files import read_json, write_json_atomic, write_text_atomic
 from pipeline.flops import matmul_flops
+from pipeline.kinds import forecaster_spec
 from pipeline.kinds.registry import KINDS, kind_of
 from pipeline.latency import LATENCY_BATCHES
 from pipeline.tracking import git_tags
 
-SECTIONS = ("train", "peephole", "roofline", "onnx", "profile", "export", "prepare", "repro-full", "repro-noop",
+SECTIONS = ("train", "peephole", "roofline", "onnx", "profile", "unrolled", "export", "prepare", "repro-full", "repro-noop",
             "serve")
 TRAIN_RATIO_TARGET = 0.95
 NOOP_TARGET_S = 5.0
@@ -440,6 +444,57 @@ def bench_profile(config: Config, task_name: str, model_name: str, timing_runs: 
     return result
 
 
+class UnrolledForecaster(nn.Module):
+    """The forecaster with its encoder as T explicit steps (`Forecaster.forward(unrolled=True)`):
+    exported with its time axis fixed, the graph is MatMuls and gate arithmetic, not one node."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, past: torch.Tensor) -> torch.Tensor:
+        return self.model(past, unrolled=True)
+
+
+def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """PyTorch's count of one forward pass (decomposed kernels, as `counted_train_flops` in the tests)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops()
+
+
+def bench_unrolled(config: Config, task_name: str, model_name: str, timing_runs: dict[int, int]) -> dict:
+    """A segmented forecaster (few recurrent steps, many series rows) as exported, one fused
+    LSTM/GRU node, and unrolled, each timed against PyTorch eager the way validate times it,
+    with the arithmetic rate of each at every timed batch."""
+    from pipeline.checkpoints import load_trained
+    from pipeline.latency import LATENCY_BATCHES, latency_report
+    from pipeline.onnx_files import export_onnx
+    from pipeline.sessions import PROVIDERS, open_workloads
+
+    trained = load_trained(config, task_name, model_name)
+    model, kind, args, meta = trained.model.cpu(), kind_of(trained.head), trained.spec["args"], trained.meta
+    if not args.get("segment_len"):
+        return {"status": "skipped", "reason": "not segmented: its recurrence is lookback steps long"}
+    interface = kind.graph_interface(args, meta)
+    fixed_time = {**interface, "dynamic_axes": {name: {0: "batch"} for name in interface["dynamic_axes"]}}
+    flops = {b: forward_flops(model, torch.from_numpy(kind.latency_input(args, meta, b))) for b in LATENCY_BATCHES}
+    result = {"steps": meta["lookback"] // args["segment_len"], "forward_flops": flops}
+    with tempfile.TemporaryDirectory() as tmp:
+        unrolled = Path(tmp) / "unrolled.onnx"
+        export_onnx(UnrolledForecaster(model), fixed_time, unrolled, config.export.opset, False, {})
+        for form, path in (("fused", trained.paths.onnx_model), ("unrolled", unrolled)):
+            sessions, reason = open_workloads(path, PROVIDERS["cpu"], config.export.session)
+            if sessions is None:
+                raise RuntimeError(f"{path}: {reason}")
+            report = latency_report(sessions, model, kind, args, meta, torch.device("cpu"), timing_runs)
+            result[form] = {**report, **{f"gflop_per_s_b{b}": flops[b] / report[f"latency_ms_b{b}_p50"] / 1e6
+                                         for b in LATENCY_BATCHES}}
+    return result
+
+
 def bench_export(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
     from pipeline.checkpoints import load_trained
     from pipeline.onnx_files import export_onnx
@@ -650,6 +705,25 @@ def markdown(results: dict) -> str:
             for batch, row in batches.items():
                 cells = [profile_cell(row[k]) if k in row else "" for k in ("torch", "fp32", "int8")]
                 lines.append(f"| {name} | {batch} | " + " | ".join(cells) + " |")
+    if "unrolled" in results:
+        peak = results["unrolled"]["peak"]
+        lines += ["", "## (c3) A short recurrence unrolled: fused LSTM/GRU node against T steps of MatMuls (CPU)", "",
+                  f"The same trained forecaster, onnxruntime fp32 on the CPU, each form timed against PyTorch eager "
+                  f"as validate times it. GFLOP/s: PyTorch's count of one forward pass over the p50 latency; "
+                  f"the fastest {peak['n']}² fp32 matmul here: {peak['flop_per_s']['median'] / 1e9:.0f} GFLOP/s "
+                  f"({peak['library']}).", "",
+                  "| model | steps | form | b1 p50 ms | speed-up b1 | b64 p50 ms | torch b64 ms | speed-up b64 | "
+                  "GFLOP/s b64 |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, r in results["unrolled"]["models"].items():
+            if "fused" not in r:
+                lines.append(f"| {name} | | {r['reason']} |" + " |" * 6)
+                continue
+            for form in ("fused", "unrolled"):
+                f = r[form]
+                lines.append(f"| {name} | {r['steps']} | {form} | {f['latency_ms_b1_p50']:.2f} | "
+                             f"{f['speedup_vs_torch_b1']:.2f}× | {f['latency_ms_b64_p50']:.2f} | "
+                             f"{f['torch_latency_ms_b64_p50']:.2f} | {f['speedup_vs_torch_b64']:.2f}× | "
+                             f"{f['gflop_per_s_b64']:.0f} |")
     if "export" in results:
         lines += ["", "## (d) ONNX export (s)", "", "| model | seconds |", "|---|---|"]
         lines += [f"| {name} | {fmt(r['seconds'], digits=3)} |" for name, r in results["export"].items()]
@@ -775,6 +849,9 @@ def run(args: argparse.Namespace) -> dict:
                                                   args.repeats, args.matmul_size))),
         ("onnx", lambda: each_model(bench_onnx, args.repeats, timing_runs, heads=batch_heads)),
         ("profile", lambda: each_model(bench_profile, timing_runs, heads=batch_heads)),
+        ("unrolled", lambda: {"peak": matmul_peak(torch.device("cpu"), torch.float32, args.repeats, args.matmul_size),
+                              "models": each_model(bench_unrolled, timing_runs,
+                                                   heads=(forecaster_spec.NAME,))}),
         ("export", lambda: each_model(bench_export, args.repeats)),
         ("prepare", lambda: bench_prepare(config, tasks, args.repeats)),
         ("repro-full", lambda: bench_repro_full(args.repro_repeats)),

@@ -111,6 +111,7 @@ class TaskTrain(Section):
     batch_size: PositiveInt
     eval_batch_size: PositiveInt
     precision: Literal["fp32", "bf16"] | None = None   # this task's own train.precision
+    lr: float | None = Field(None, gt=0)                # this task's own train.lr (AdamW peak learning rate)
 
 
 class CharLmPrepare(Section):
@@ -121,7 +122,7 @@ class CharLmPrepare(Section):
 class CharLmTrain(TaskTrain):
     block_size: Annotated[int, Field(ge=2)]   # characters per training window (random offsets)
     steps_per_epoch: PositiveInt             # an epoch is this many batches of random windows
-    lr: float = Field(gt=0)                  # AdamW peak learning rate for this task (train.lr for the others)
+    lr: float = Field(gt=0)                  # required here: character models want their own
     eval_streams: PositiveInt                # val/test are read as this many contiguous streams
     sample_prompt: str = Field(min_length=1)  # the fixed prompt of the samples logged every epoch
 

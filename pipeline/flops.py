@@ -58,8 +58,27 @@ def forecaster_train_flops(args: dict, batch: int, lookback: int) -> int:
         if args["segment_len"] else 0
     rnn = recurrent_train_flops(args["cell"], hidden if args["segment_len"] else width, hidden, args["num_layers"],
                                 False, series, steps, input_needs_grad=bool(args["segment_len"]))
-    head = linear_train_flops(hidden, args["horizon"] * width, series, input_needs_grad=True)
+    if args.get("decoder", "linear") == "pmf":
+        head = pmf_train_flops(args, series, width)
+    else:
+        head = linear_train_flops(hidden, args["horizon"] * width, series, input_needs_grad=True)
     return embed + rnn + head
+
+
+def pmf_train_flops(args: dict, series: int, width: int) -> int:
+    """PMF decoding (pipeline/models.py step_per_query): per layer, the state's share of the
+    gates once per series and the queries' once per query (the first layer's queries are the
+    position and channel embeddings; a deeper layer's are the layer below's outputs, one per
+    series and segment), then each segment's values."""
+    segment, hidden = args["segment_len"], args["hidden_size"]
+    segments = args["horizon"] // segment
+    gates = GATES[args["cell"]] * hidden
+    total = 0
+    for depth in range(args["num_layers"]):
+        queries = segments * (args["n_channels"] if args["channel_independent"] else 1) if depth == 0 \
+            else series * segments
+        total += linear_train_flops(hidden, gates, queries, True) + linear_train_flops(hidden, gates, series, True)
+    return total + linear_train_flops(hidden, segment * width, series * segments, input_needs_grad=True)
 
 
 def matmul_flops(n: int) -> int:

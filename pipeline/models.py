@@ -27,6 +27,7 @@ ONNX_GRU_GATES = (1, 0, 2)   # torch's GRU gate order (r, z, n) -> ONNX's (z, r,
 # The recurrent state a cell carries between calls, in the order of the ONNX inputs/outputs.
 STATES = {"lstm": ("h", "c"), "gru": ("h",), "lstm_peephole": ("h", "c")}
 POOLINGS = ("last", "mean", "max")
+DECODERS = ("linear", "pmf")   # the forecaster's read-out (Forecaster)
 
 
 def reverse_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -132,6 +133,78 @@ class RecurrentBackbone(nn.Module):
                 x = bidirectional_layer(forward_rnn, self.backward_layers[depth], x, lengths)
         return x
 
+    def run(self, x: torch.Tensor, states: list | None = None, unrolled: bool = False) -> tuple[torch.Tensor, list]:
+        """One direction only: outputs [B, T, H] and each layer's last state, from `states` (each
+        layer's initial state, as its cell takes it: (h, c) for the LSTMs, h for the GRU; zeros
+        when None). `unrolled` runs each step in plain tensor operations (`unrolled_layer`)."""
+        finals = []
+        for depth, forward_rnn in enumerate(self.forward_layers):
+            if depth:
+                x = self.dropout(x)
+            state = None if states is None else states[depth]
+            if unrolled:
+                x, final = unrolled_layer(forward_rnn, x, state)
+            else:
+                x, final = forward_rnn(x) if state is None else forward_rnn(x, state)
+            finals.append(final)
+        return x, finals
+
+
+def layer_weights(rnn: nn.Module) -> tuple[torch.Tensor, ...]:
+    """The one-layer cell's W_ih, W_hh, b_ih, b_hh in torch's gate order."""
+    return tuple(getattr(rnn, f"{name}_l0") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
+def cell_step(rnn: nn.Module, from_input: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """One step of the one-layer cell `rnn` (nn.LSTM, nn.GRU or PeepholeLSTM, its own equations)
+    in plain tensor operations: the input's share of the gates (x W_ih^T + b_ih) and the state,
+    (h,) or (h, c), broadcastable against each other -> the new state."""
+    _, w_hh, _, b_hh = layer_weights(rnn)
+    from_state = nn.functional.linear(state[0], w_hh, b_hh)
+    if isinstance(rnn, nn.GRU):   # gates r, z, n; r scales the state's share of n
+        (x_r, x_z, x_n), (s_r, s_z, s_n) = from_input.chunk(3, -1), from_state.chunk(3, -1)
+        r, z = torch.sigmoid(x_r + s_r), torch.sigmoid(x_z + s_z)
+        n = torch.tanh(x_n + r * s_n)
+        return ((1 - z) * n + z * state[0],)
+    i, f, g, o = (from_input + from_state).chunk(4, -1)
+    c = state[1]
+    if isinstance(rnn, PeepholeLSTM):   # pipeline/peephole.py's equations
+        p_i, p_f, p_o = rnn.weight_ch_l0.chunk(3)
+        i, f = i + p_i * c, f + p_f * c
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    if isinstance(rnn, PeepholeLSTM):
+        o = o + p_o * c
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def unrolled_layer(rnn: nn.Module, x: torch.Tensor, state) -> tuple[torch.Tensor, object]:
+    """The layer over x [B, T, I] as T explicit steps (what an ONNX graph of MatMuls computes
+    for a short recurrence, its T fixed): outputs [B, T, H] and the last state, as the cell
+    returns them ((h, c) or h, each [1, B, H]); `state` None is zeros."""
+    w_ih, _, b_ih, _ = layer_weights(rnn)
+    if state is None:
+        zeros = x.new_zeros(x.shape[0], rnn.hidden_size)
+        state = (zeros,) if isinstance(rnn, nn.GRU) else (zeros, zeros)
+    else:
+        state = tuple(s[0] for s in state) if isinstance(state, tuple) else (state[0],)
+    from_input = nn.functional.linear(x, w_ih, b_ih)   # every step's input share in one product
+    outputs = []
+    for from_input_t in from_input.unbind(1):
+        state = cell_step(rnn, from_input_t, state)
+        outputs.append(state[0])
+    final = tuple(s.unsqueeze(0) for s in state)
+    return torch.stack(outputs, 1), final[0] if isinstance(rnn, nn.GRU) else final
+
+
+def step_per_query(rnn: nn.Module, queries: torch.Tensor, state: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """One step of the one-layer cell from each row's state, once per query: state tensors
+    [*rows, H], queries [..., Q, I] broadcastable to [*rows, Q, I] -> outputs [*rows, Q, H].
+    The state's share of the gates is computed once per row and the queries' once per query,
+    then broadcast: what a step over every (row, query) pair computes, without repeating the
+    state Q times (PMF decodes every output segment from one state)."""
+    w_ih, _, b_ih, _ = layer_weights(rnn)
+    return cell_step(rnn, nn.functional.linear(queries, w_ih, b_ih), tuple(s.unsqueeze(-2) for s in state))[0]
+
 
 def masked_pool(states: torch.Tensor, lengths: torch.Tensor, poolings: Sequence[str],
                 bidirectional: bool) -> torch.Tensor:
@@ -188,23 +261,45 @@ class Forecaster(nn.Module):
     - segment_len: feed the RNN segments of that many steps, each embedded linearly
       (SegRNN-style); 0 feeds it one step at a time.
     - channel_independent: one shared univariate model applied to every channel.
+    - decoder: `linear` reads the whole horizon out of the last state with one linear layer;
+      `pmf` is SegRNN's parallel multi-step forecasting: each of the H / segment_len output
+      segments is one more step of the same recurrent layers, all in parallel, from the
+      encoder's last state, its input a learnt embedding of the segment's position (and, when
+      channel-independent, of the channel: half the width each), and a linear layer maps its
+      output to the segment's values.
     """
 
     def __init__(self, n_channels: int, horizon: int, cell: str, hidden_size: int, num_layers: int,
-                 dropout: float, revin: bool, segment_len: int, channel_independent: bool):
+                 dropout: float, revin: bool, segment_len: int, channel_independent: bool,
+                 decoder: str = "linear"):
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, found {decoder!r}")
+        if decoder == "pmf" and not (segment_len and horizon % segment_len == 0):
+            raise ValueError(f"decoder pmf needs segments that divide the horizon: segment_len={segment_len}, "
+                             f"horizon={horizon}")
         self.n_channels, self.horizon = n_channels, horizon
         self.revin, self.segment_len = revin, segment_len
-        self.channel_independent = channel_independent
+        self.channel_independent, self.decoder = channel_independent, decoder
         width = 1 if channel_independent else n_channels
         step_size = width * max(segment_len, 1)
         self.embed = nn.Sequential(nn.Linear(step_size, hidden_size), nn.ReLU()) if segment_len else None
         self.backbone = RecurrentBackbone(cell, hidden_size if segment_len else step_size,
                                           hidden_size, num_layers, False, dropout)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, horizon * width)
+        if decoder == "linear":
+            self.head = nn.Linear(hidden_size, horizon * width)
+        else:
+            segments = horizon // segment_len
+            position = hidden_size // 2 if channel_independent else hidden_size
+            self.position_embedding = nn.Parameter(torch.randn(segments, position))
+            self.channel_embedding = nn.Parameter(torch.randn(n_channels, hidden_size - position)) \
+                if channel_independent else None
+            self.head = nn.Linear(hidden_size, segment_len * width)
 
-    def forward(self, past: torch.Tensor) -> torch.Tensor:
+    def forward(self, past: torch.Tensor, unrolled: bool = False) -> torch.Tensor:
+        """`unrolled`: the encoder's steps in plain tensor operations (the same values; how a
+        short recurrence exports, `UnrolledForecaster`)."""
         batch, lookback, channels = past.shape
         if self.revin:
             mean = past.mean(1, keepdim=True)
@@ -213,15 +308,50 @@ class Forecaster(nn.Module):
         x = past.permute(0, 2, 1).reshape(batch * channels, lookback, 1) if self.channel_independent else past
         if self.segment_len:
             x = self.embed(x.reshape(x.shape[0], lookback // self.segment_len, -1))
-        states = self.backbone(x)
-        out = self.head(self.dropout(states[:, -1]))
-        if self.channel_independent:
-            out = out.view(batch, channels, self.horizon).permute(0, 2, 1)
+        states, finals = self.backbone.run(x, unrolled=unrolled)
+        if self.decoder == "linear":
+            out = self.head(self.dropout(states[:, -1]))
         else:
-            out = out.view(batch, self.horizon, channels)
+            out = self.head(self.dropout(self.decode(finals, batch)))   # [B, (C,) m, segment x width]
+        if self.channel_independent:   # rows (batch, channel), each its H values in order
+            out = out.reshape(batch, channels, self.horizon).permute(0, 2, 1)
+        else:                          # rows batch; values (segment, step, channel) or (step, channel)
+            out = out.reshape(batch, self.horizon, channels)
         if self.revin:
             out = out * std + mean
         return out
+
+    def decode(self, finals: list, batch: int) -> torch.Tensor:
+        """PMF: one recurrent step per (row, output segment), every segment of a row starting
+        from that row's last encoder state -> [B, C, m, hidden] (channel-independent) or
+        [B, m, hidden]."""
+        segments = self.position_embedding.shape[0]
+        queries = self.position_embedding                                       # [m, d] or [m, d/2]
+        if self.channel_embedding is not None:   # rows are (batch, channel): [C, m, d]
+            queries = torch.cat([queries.unsqueeze(0).expand(self.n_channels, -1, -1),
+                                 self.channel_embedding.unsqueeze(1).expand(-1, segments, -1)], -1)
+        rows = (batch, self.n_channels) if self.channel_embedding is not None else (batch,)
+        x = queries
+        for depth, (rnn, state) in enumerate(zip(self.backbone.forward_layers, finals)):
+            if depth:
+                x = self.backbone.dropout(x)
+            state = tuple(s[0].reshape(*rows, -1) for s in state) if isinstance(state, tuple) \
+                else (state[0].reshape(*rows, -1),)
+            x = step_per_query(rnn, x, state)
+        return x
+
+
+class UnrolledForecaster(nn.Module):
+    """What exports for a short recurrence: the forecaster with its encoder unrolled into T
+    steps of MatMuls and gate arithmetic (T fixed by the lookback), which onnxruntime runs
+    faster than its fused LSTM/GRU kernels when T is small and the batch of series large."""
+
+    def __init__(self, model: Forecaster):
+        super().__init__()
+        self.model = model
+
+    def forward(self, past: torch.Tensor) -> torch.Tensor:
+        return self.model(past, unrolled=True)
 
 
 class CharGenerator(nn.Module):

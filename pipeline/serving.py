@@ -14,7 +14,7 @@ pipeline.predict. Never torch, never training code.
 - generator: one row with `prompt` and optionally `max_chars`, `temperature`, `seed`, `top_k`
   (pipeline.generation.SAMPLING's defaults, as on pipeline.predict's command line), or a bare
   prompt: `{"inputs": "ROMEO:"}`.
-Each kind reads its own requests (`from_records`, `from_array`, pipeline/kinds/*_spec.py).
+Each kind reads its own requests (`from_records`, `STRING_FIELD`, `from_array`, pipeline/kinds/*_spec.py).
 The answer is `{"predictions": X}`, X being exactly the JSON that pipeline.predict prints for
 the same input. Bad input is MLflow's INVALID_PARAMETER_VALUE: HTTP 400 with the message of
 pipeline.predict, and an example of a request that works. The model's request limits
@@ -100,9 +100,9 @@ def row_count(model_input) -> int:
 def records_of(model_input, meta: dict) -> list[dict]:
     """The request's rows as dicts, from any of MLflow's JSON forms: a DataFrame (dataframe_records,
     dataframe_split, CSV), named fields (`inputs` or `instances` as a dict, a scalar field being
-    one row), a list of such rows, or bare values as the model's kind reads them (`from_array`:
-    strings for a classifier's texts or a generator's prompt, a numeric matrix in the model's
-    column order for a forecaster)."""
+    one row), a list of such rows, or bare values: strings, one row each, for a kind that reads a
+    string field (`STRING_FIELD`: a classifier's texts, a generator's prompt), else as the kind
+    reads them (`from_array`: a numeric matrix in the model's column order for a forecaster)."""
     kind = spec_of(meta["head"])
     if isinstance(model_input, pd.DataFrame):
         return model_input.to_dict(orient="records")
@@ -116,7 +116,10 @@ def records_of(model_input, meta: dict) -> list[dict]:
         return [{key: np.asarray(value).item() if np.ndim(value) == 0 else value for key, value in row.items()}
                 for row in model_input]
     if isinstance(model_input, np.ndarray):
-        records = kind.from_array(np.atleast_1d(model_input), meta)
+        values = np.atleast_1d(model_input)
+        if kind.STRING_FIELD and values.ndim == 1 and values.dtype.kind == "U":   # bare strings, one row each
+            return [{kind.STRING_FIELD: str(v)} for v in values]
+        records = kind.from_array(values, meta) if hasattr(kind, "from_array") else None
         if records is not None:
             return records
     found = type(model_input).__name__ + (f" of shape {np.shape(model_input)}" if np.ndim(model_input) else "")

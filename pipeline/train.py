@@ -100,6 +100,11 @@ class Progress:
         return cls(best_metric=-math.inf if maximize else math.inf)
 
 
+def learning_rate(config: Config, task) -> float:
+    """The AdamW peak learning rate: the task's own (task.<t>.train.lr) where it sets one, else train.lr."""
+    return task.train.lr or config.train.lr
+
+
 def model_settings(config: Config, task_name: str, model_name: str) -> dict:
     """What the run reads of model.<name>: the cell and its kind's section, nothing of the
     other kinds (so MLflow's compare view of three forecasters shows forecaster settings only)."""
@@ -191,7 +196,7 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Run:
     model = kind.build(spec["args"])
     kind.init_weights(model, config.model[model_name].settings(task.head), task, spec["args"], (task_name, model_name))
     model = model.to(device)
-    lr = getattr(task.train, "lr", config.train.lr)  # a task may set its own (task.<t>.train.lr)
+    lr = learning_rate(config, task)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=task.train.epochs * len(data.train),
@@ -226,10 +231,11 @@ def start_tracking(tracker, config: Config, task_name: str, model_name: str, sta
     """A new MLflow run's parameters, tags and datasets."""
     task = config.task[task_name]
     # Keys without the task or model name (model.cell, model.forecaster.hidden_size, ...), so
-    # that the runs of every cell line up column for column in MLflow's compare views.
+    # that the runs of every cell line up column for column in MLflow's compare views; train.lr
+    # is the one the run trained with (a task may set its own).
     run_config = {"task": {"name": task_name, **task.model_dump()},
                   "model": {"name": model_name, **model_settings(config, task_name, model_name)},
-                  "train": config.train.model_dump(), "seed": config.seed}
+                  "train": {**config.train.model_dump(), "lr": learning_rate(config, task)}, "seed": config.seed}
     tracker.log_params(flatten(run_config))
     tracker.set_tags({**run_tags(stage), "device": device.type, "cudnn": str(torch.backends.cudnn.version()),
                       "world_size": str(world_size)})

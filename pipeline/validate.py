@@ -15,7 +15,7 @@ onnxruntime printed, never as a CUDA result. For each provider that runs:
     batch 64 (and parity and the test metric) on one with `export.session.throughput`'s;
 (d) with `export.int8`, the INT8 model beside it (model.int8.onnx): its size, latency and
     speed-ups over PyTorch eager and over the fp32 ONNX model, and its test metric, gated
-    against the fp32 ONNX model's (`INT8_GATES`), not on parity with PyTorch. Its figures are
+    against the fp32 ONNX model's (each kind's `int8_rule`), not on parity with PyTorch. Its figures are
     flat `int8_*` keys of each provider's report, so MLflow gets them as metrics.
 
 The stage fails when a required provider (`export.required_providers`) is unavailable or

@@ -39,10 +39,11 @@ def test_classifier_flops_match_pytorchs_flop_counter(cell, layers, bidirectiona
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("segment_len, independent", [(6, True), (0, False), (4, False)])
-def test_forecaster_flops_match_pytorchs_flop_counter(cell, segment_len, independent):
+@pytest.mark.parametrize("segment_len, independent, decoder", [
+    (6, True, "linear"), (0, False, "linear"), (4, False, "linear"), (6, True, "pmf"), (4, False, "pmf")])
+def test_forecaster_flops_match_pytorchs_flop_counter(cell, segment_len, independent, decoder):
     args = {"n_channels": 7, "horizon": 12, "cell": cell, "hidden_size": 16, "num_layers": 2, "dropout": 0.0,
-            "revin": True, "segment_len": segment_len, "channel_independent": independent}
+            "revin": True, "segment_len": segment_len, "channel_independent": independent, "decoder": decoder}
     x = torch.randn(4, 24, 7)
     assert forecaster_train_flops(args, 4, 24) == counted_train_flops(build_model("forecaster", args), x)
 

@@ -53,7 +53,8 @@ def test_dvc_exp_run_with_an_override_recomposes_params_and_logs_a_new_mlflow_ru
     assert gru.data.params["model.forecaster.hidden_size"] == "20"
 
     # A queued sweep runs in temporary copies of the repo; its MLflow runs must still land here.
-    queued = run_in(repo, "dvc", "exp", "run", "--queue", "-S", "train.lr=1e-3,3e-3", TARGET, env=env).stdout
+    queued = run_in(repo, "dvc", "exp", "run", "--queue", "-S", "task.etth1.train.lr=1e-3,3e-3", TARGET,
+                    env=env).stdout
     names = re.findall(r"Queued experiment '([\w-]+)'", queued)
     assert len(names) == 2
     run_in(repo, "dvc", "queue", "start", env=env)
@@ -69,6 +70,6 @@ def test_dvc_exp_run_with_an_override_recomposes_params_and_logs_a_new_mlflow_ru
     for name in names:
         (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`dvc.exp_name` = '{name}'")
         assert run.info.run_name == "gru"
-        assert float(run.data.params["train.lr"]) == experiment_params(shown, name)["train"]["lr"]
+        assert float(run.data.params["train.lr"]) == experiment_params(shown, name)["task"]["etth1"]["train"]["lr"]
         logged[name] = float(run.data.params["train.lr"])
     assert sorted(logged.values()) == [1e-3, 3e-3]   # one value per member, both values across the two

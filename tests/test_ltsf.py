@@ -86,6 +86,9 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     published = [line for line in report.splitlines() if line.startswith("| *") and "naive floor" not in line]
     assert published == []                                   # a task without anchors shows only its own rows
     assert report.count("| passed |") == 2                   # every model's ONNX gates, from its record
+    settings = next(line for line in report.splitlines() if line.startswith("Settings of every run"))
+    assert "`task.train.epochs=2`" in settings and "`model.forecaster.hidden_size=16`" in settings
+    assert "differs" not in settings                          # the horizon is the only sweep dimension
     # --report-only rebuilds the same table from MLflow alone, without sweeping again.
     run_in(repo, "python", "-m", "pipeline.ltsf", "mycsv", "--horizons", "4", "8", "--report-only")
     assert (repo / "reports/ltsf.md").read_text().split("\n\n", 3)[2:] == report.split("\n\n", 3)[2:]

@@ -161,7 +161,11 @@ def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo
         assert set(runs["lstm"].data.params) == set(runs["gru"].data.params)
         for model, run in runs.items():
             run_id = run.info.run_id
-            assert run.data.params["train.lr"] == "0.002"
+            # the rate it trained with: the task's own where it sets one (ETTh1, Shakespeare), else train.lr
+            own = config.task[task].train.lr
+            assert float(run.data.params["train.lr"]) == (own if own is not None else config.train.lr)
+        assert {t: config.task[t].train.lr is not None for t in TASKS} == {"imdb": False, "etth1": True,
+                                                                           "shakespeare": True}
             assert run.data.params["model.name"] == model and run.data.params["task.name"] == task
             assert run.data.params["model.cell"] == {"peephole": "lstm_peephole"}.get(model, model)
             assert run.data.tags["dvc.stage"] == f"train@{task}-{model}"

@@ -135,6 +135,27 @@ def test_a_segment_length_that_does_not_divide_the_lookback_is_named(repo):
     assert "model.gru.forecaster.segment_len=5 must divide task.etth1.prepare.lookback=24" in result.stderr
 
 
+def test_a_pmf_decoder_whose_segments_do_not_divide_the_horizon_is_named(repo):
+    result = train(repo, "etth1", "gru", "model.gru.forecaster.segment_len=8", "model.gru.forecaster.decoder=pmf",
+                   check=False)
+    assert result.returncode == 1
+    assert ("model.gru.forecaster.decoder=pmf decodes segments: segment_len=8 must be > 0 and divide "
+            "task.etth1.prepare.horizon=12") in result.stderr
+
+
+def test_a_pmf_forecaster_trains_exports_to_onnx_and_passes_validation(repo):
+    train(repo, "etth1", "gru", "model.gru.forecaster.decoder=pmf", "tracking.enabled=false", "export.int8=false")
+    run_in(repo, sys.executable, "-m", "pipeline.export", "etth1", "gru")
+    run_in(repo, sys.executable, "-m", "pipeline.validate", "etth1", "gru")
+    report = json.loads((repo / "metrics/onnx/etth1-gru.json").read_text())
+    assert report["passed"] and report["cpu"]["max_abs_diff"] < 1e-4
+    import onnx
+
+    graph = onnx.load(str(repo / "onnx/etth1-gru/model.onnx"))
+    ops = [node.op_type for node in graph.graph.node]
+    assert ops.count("GRU") == 1 and "MatMul" in ops   # the encoder's node; the decoding step is tensor algebra
+
+
 @pytest.mark.gpu
 def test_training_runs_on_cuda_with_cudnn(repo):
     train(repo, "etth1", "gru", "train.device=cuda", "train.precision=bf16", "tracking.uri=sqlite:///gpu.db")

@@ -73,11 +73,6 @@ def from_cli(args, meta: dict, limits: dict | None) -> list[str]:
     return read_texts(args.text, args.file, limits)
 
 
-def from_array(values: np.ndarray, meta: dict) -> list[dict] | None:
-    """Bare strings, one review each; None for anything else."""
-    return [{STRING_FIELD: str(v)} for v in values] if values.ndim == 1 and values.dtype.kind == "U" else None
-
-
 def from_records(records: list[dict], meta: dict | None = None, limits: dict | None = None) -> list[str]:
     """A served request's rows: a field `text`, one review per row."""
     if not records or STRING_FIELD not in records[0]:

@@ -112,6 +112,10 @@ class Forecaster(BatchKind):
         if settings.segment_len and meta["lookback"] % settings.segment_len:
             raise ConfigError(f"model.{model_name}.forecaster.segment_len={settings.segment_len} must divide "
                               f"task.{task_name}.prepare.lookback={meta['lookback']}")
+        if settings.decoder == "pmf" and not (settings.segment_len and meta["horizon"] % settings.segment_len == 0):
+            raise ConfigError(f"model.{model_name}.forecaster.decoder=pmf decodes segments: segment_len="
+                              f"{settings.segment_len} must be > 0 and divide task.{task_name}.prepare.horizon="
+                              f"{meta['horizon']}")
         return {"n_channels": len(meta["columns"]), "horizon": meta["horizon"]}
 
     def loss(self):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -28,6 +29,7 @@ class Settings(Section):
     revin: bool
     segment_len: int = Field(ge=0, description="0 = one step at a time")
     channel_independent: bool
+    decoder: Literal["linear", "pmf"] = Field("linear", description="pmf: SegRNN's parallel multi-step decoding")
 
 
 def example(meta: dict) -> str:

@@ -17,7 +17,7 @@ from pipeline.schema import Dropout, PositiveInt, Section
 NAME = "generator"
 METRIC, MAXIMIZE = "loss", False   # nats per character
 STRING_FIELD = "prompt"
-ROW_LIMIT = None                   # one row: generation_args refuses more
+ROW_LIMIT = None                   # one row: from_records refuses more
 
 
 class Settings(Section):
@@ -64,11 +64,6 @@ def from_cli(args, meta: dict, limits: dict | None) -> dict:
     check_generation_args(args.prompt, args.max_chars, args.temperature, args.top_k, limits)
     return {"prompt": args.prompt, "max_chars": args.max_chars, "temperature": args.temperature,
             "seed": args.seed, "top_k": args.top_k}
-
-
-def from_array(values: np.ndarray, meta: dict) -> list[dict] | None:
-    """A bare prompt (or strings, refused as more than one row later); None for anything else."""
-    return [{STRING_FIELD: str(v)} for v in values] if values.ndim == 1 and values.dtype.kind == "U" else None
 
 
 def absent(value) -> bool:
