@@ -151,6 +151,8 @@ def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo
 
     repo, *_ = pipeline_repo
     config = load_config(repo / "params.yaml")
+    assert {t: config.task[t].train.lr is not None for t in TASKS} == {"imdb": False, "etth1": True,
+                                                                       "shakespeare": True}
     client = MlflowClient(f"sqlite:///{repo}/mlflow.db")
     for task in TASKS:
         experiment = client.get_experiment_by_name(task)
@@ -164,8 +166,6 @@ def test_mlflow_holds_one_experiment_per_task_with_comparable_runs(pipeline_repo
             # the rate it trained with: the task's own where it sets one (ETTh1, Shakespeare), else train.lr
             own = config.task[task].train.lr
             assert float(run.data.params["train.lr"]) == (own if own is not None else config.train.lr)
-        assert {t: config.task[t].train.lr is not None for t in TASKS} == {"imdb": False, "etth1": True,
-                                                                           "shakespeare": True}
             assert run.data.params["model.name"] == model and run.data.params["task.name"] == task
             assert run.data.params["model.cell"] == {"peephole": "lstm_peephole"}.get(model, model)
             assert run.data.tags["dvc.stage"] == f"train@{task}-{model}"
