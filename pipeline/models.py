@@ -298,8 +298,9 @@ class Forecaster(nn.Module):
             self.head = nn.Linear(hidden_size, segment_len * width)
 
     def forward(self, past: torch.Tensor, unrolled: bool = False) -> torch.Tensor:
-        """`unrolled`: the encoder's steps in plain tensor operations (the same values; how a
-        short recurrence exports, `UnrolledForecaster`)."""
+        """`unrolled`: the encoder's steps in plain tensor operations, the same values (exported
+        with a fixed time axis, a graph of MatMuls instead of one LSTM/GRU node: the benchmarks'
+        section (c3) times the two)."""
         batch, lookback, channels = past.shape
         if self.revin:
             mean = past.mean(1, keepdim=True)
@@ -339,19 +340,6 @@ class Forecaster(nn.Module):
                 else (state[0].reshape(*rows, -1),)
             x = step_per_query(rnn, x, state)
         return x
-
-
-class UnrolledForecaster(nn.Module):
-    """What exports for a short recurrence: the forecaster with its encoder unrolled into T
-    steps of MatMuls and gate arithmetic (T fixed by the lookback), which onnxruntime runs
-    faster than its fused LSTM/GRU kernels when T is small and the batch of series large."""
-
-    def __init__(self, model: Forecaster):
-        super().__init__()
-        self.model = model
-
-    def forward(self, past: torch.Tensor) -> torch.Tensor:
-        return self.model(past, unrolled=True)
 
 
 class CharGenerator(nn.Module):
