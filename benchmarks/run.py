@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -460,8 +461,10 @@ def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
     """PyTorch's count of one forward pass (decomposed kernels, as `counted_train_flops` in the tests)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
+    with warnings.catch_warnings():   # switching oneDNN off warns about Intel-GPU TF32, which is beside the point
+        warnings.simplefilter("ignore", UserWarning)
+        with torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x)
     return counter.get_total_flops()
 
 
@@ -490,8 +493,10 @@ def bench_unrolled(config: Config, task_name: str, model_name: str, timing_runs:
             if sessions is None:
                 raise RuntimeError(f"{path}: {reason}")
             report = latency_report(sessions, model, kind, args, meta, torch.device("cpu"), timing_runs)
+            inputs = [kind.latency_input(args, meta, b) for b in LATENCY_BATCHES]   # the lookback: the fixed axis
             result[form] = {**report, **{f"gflop_per_s_b{b}": flops[b] / report[f"latency_ms_b{b}_p50"] / 1e6
-                                         for b in LATENCY_BATCHES}}
+                                         for b in LATENCY_BATCHES},
+                            "max_abs_diff": kind.max_abs_diff(sessions["throughput"], model, inputs, torch.device("cpu"))}
     return result
 
 
@@ -712,15 +717,15 @@ def markdown(results: dict) -> str:
                   f"as validate times it. GFLOP/s: PyTorch's count of one forward pass over the p50 latency; "
                   f"the fastest {peak['n']}² fp32 matmul here: {peak['flop_per_s']['median'] / 1e9:.0f} GFLOP/s "
                   f"({peak['library']}).", "",
-                  "| model | steps | form | b1 p50 ms | speed-up b1 | b64 p50 ms | torch b64 ms | speed-up b64 | "
-                  "GFLOP/s b64 |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| model | steps | form | max abs diff | b1 p50 ms | speed-up b1 | b64 p50 ms | torch b64 ms | "
+                  "speed-up b64 | GFLOP/s b64 |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in results["unrolled"]["models"].items():
             if "fused" not in r:
-                lines.append(f"| {name} | | {r['reason']} |" + " |" * 6)
+                lines.append(f"| {name} | | {r['reason']} |" + " |" * 7)
                 continue
             for form in ("fused", "unrolled"):
                 f = r[form]
-                lines.append(f"| {name} | {r['steps']} | {form} | {f['latency_ms_b1_p50']:.2f} | "
+                lines.append(f"| {name} | {r['steps']} | {form} | {f['max_abs_diff']:.1e} | {f['latency_ms_b1_p50']:.2f} | "
                              f"{f['speedup_vs_torch_b1']:.2f}× | {f['latency_ms_b64_p50']:.2f} | "
                              f"{f['torch_latency_ms_b64_p50']:.2f} | {f['speedup_vs_torch_b64']:.2f}× | "
                              f"{f['gflop_per_s_b64']:.0f} |")

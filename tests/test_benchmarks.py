@@ -78,7 +78,7 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
     from pipeline.latency import REPEATS
 
     out = tmp_path / "results"
-    sections = "train,peephole,roofline,onnx,profile,export,prepare,repro-noop"
+    sections = "train,peephole,roofline,onnx,profile,unrolled,export,prepare,repro-noop"
     result = run_in(bench_repo, sys.executable, "-m", "benchmarks.run", "--repeats", "2", "--batches", "2",
                     "--matmul-size", "128", "--only", sections, "--out", str(out), *size)
     (json_file,) = out.glob("*.json")
@@ -97,6 +97,7 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
 
     for section in ("train", "onnx", "profile"):
         assert sorted(results[section]) == sorted(measured), section   # --runs, nothing more
+    assert sorted(results["unrolled"]["models"]) == [n for n in sorted(measured) if config.runs[n].head == "forecaster"]
     assert sorted(results["export"]) == sorted(chosen)                 # a generator exports too
     assert sorted(results["peephole"]) == sorted({config.runs[n].task for n in measured})   # tasks with targets
     assert sorted(results["prepare"]) == sorted({config.runs[n].task for n in chosen})
@@ -135,6 +136,15 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
             assert profile["torch"]["ms_total"] > 0 and 0 < profile["fp32"]["top"][0]["share"] <= 1
             assert ("GRU" if gru else "LSTM") in profile["fp32"]["ops"]
             assert ("GRU" if gru else "DynamicQuantizeLSTM") in profile["int8"]["ops"]  # no quantised GRU kernel
+        if config.runs[name].head == "forecaster":   # (c3): the same model as one fused node and unrolled
+            unrolled = results["unrolled"]["models"][name]
+            assert unrolled["steps"] == 24 // 6                      # the tiny lookback over its segments
+            for form in ("fused", "unrolled"):
+                assert unrolled[form]["max_abs_diff"] < 1e-4         # the two graphs compute the model
+                assert unrolled[form]["speedup_vs_torch_b64"] == pytest.approx(
+                    unrolled[form]["torch_latency_ms_b64_p50"] / unrolled[form]["latency_ms_b64_p50"])
+                assert unrolled[form]["gflop_per_s_b64"] > 0
+            assert f"| {name} | 4 | unrolled |" in table and f"| {name} | 4 | fused |" in table
         if open_session(bench_repo / "onnx" / name / "model.onnx", PROVIDERS["cuda"])[0] is None:
             # never CPU figures as CUDA: onnxruntime's reason, and nothing else
             assert set(results["onnx"][name]["cuda"]) == {"status", "reason"}
