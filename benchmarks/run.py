@@ -468,10 +468,11 @@ def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def bench_unrolled(config: Config, task_name: str, model_name: str, timing_runs: dict[int, int]) -> dict:
+def bench_unrolled(config: Config, task_name: str, model_name: str, repeats: int,
+                   timing_runs: dict[int, int]) -> dict:
     """A segmented forecaster (few recurrent steps, many series rows) as exported, one fused
     LSTM/GRU node, and unrolled, each timed against PyTorch eager the way validate times it,
-    with the arithmetic rate of each at every timed batch."""
+    the two forms taking turns `repeats` times, with the arithmetic rate of each."""
     from pipeline.checkpoints import load_trained
     from pipeline.latency import LATENCY_BATCHES, latency_report
     from pipeline.onnx_files import export_onnx
@@ -484,20 +485,27 @@ def bench_unrolled(config: Config, task_name: str, model_name: str, timing_runs:
     interface = kind.graph_interface(args, meta)
     fixed_time = {**interface, "dynamic_axes": {name: {0: "batch"} for name in interface["dynamic_axes"]}}
     flops = {b: forward_flops(model, torch.from_numpy(kind.latency_input(args, meta, b))) for b in LATENCY_BATCHES}
-    result = {"steps": meta["lookback"] // args["segment_len"], "forward_flops": flops}
+    inputs = [kind.latency_input(args, meta, b) for b in LATENCY_BATCHES]   # the lookback: the fixed axis
+    cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         unrolled = Path(tmp) / "unrolled.onnx"
         export_onnx(UnrolledForecaster(model), fixed_time, unrolled, config.export.opset, False, {})
+        forms = {}
         for form, path in (("fused", trained.paths.onnx_model), ("unrolled", unrolled)):
             sessions, reason = open_workloads(path, PROVIDERS["cpu"], config.export.session)
             if sessions is None:
                 raise RuntimeError(f"{path}: {reason}")
-            report = latency_report(sessions, model, kind, args, meta, torch.device("cpu"), timing_runs)
-            inputs = [kind.latency_input(args, meta, b) for b in LATENCY_BATCHES]   # the lookback: the fixed axis
-            result[form] = {**report, **{f"gflop_per_s_b{b}": flops[b] / report[f"latency_ms_b{b}_p50"] / 1e6
-                                         for b in LATENCY_BATCHES},
-                            "max_abs_diff": kind.max_abs_diff(sessions["throughput"], model, inputs, torch.device("cpu"))}
-    return result
+            forms[form] = sessions
+        runs = {form: [] for form in forms}
+        for _ in range(repeats):
+            for form, sessions in forms.items():
+                report = latency_report(sessions, model, kind, args, meta, cpu, timing_runs)
+                runs[form].append({**report, **{f"gflop_per_s_b{b}": flops[b] / report[f"latency_ms_b{b}_p50"] / 1e6
+                                                for b in LATENCY_BATCHES}})
+        return {"steps": meta["lookback"] // args["segment_len"], "forward_flops": flops,
+                **{form: {**summarise(runs[form]),
+                          "max_abs_diff": kind.max_abs_diff(forms[form]["throughput"], model, inputs, cpu)}
+                   for form in forms}}
 
 
 def bench_export(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
@@ -714,7 +722,8 @@ def markdown(results: dict) -> str:
         peak = results["unrolled"]["peak"]
         lines += ["", "## (c3) A short recurrence unrolled: fused LSTM/GRU node against T steps of MatMuls (CPU)", "",
                   f"The same trained forecaster, onnxruntime fp32 on the CPU, each form timed against PyTorch eager "
-                  f"as validate times it. GFLOP/s: PyTorch's count of one forward pass over the p50 latency; "
+                  f"as validate times it, the two taking turns. GFLOP/s: PyTorch's count of one forward pass over "
+                  f"the p50 latency; "
                   f"the fastest {peak['n']}² fp32 matmul here: {peak['flop_per_s']['median'] / 1e9:.0f} GFLOP/s "
                   f"({peak['library']}).", "",
                   "| model | steps | form | max abs diff | b1 p50 ms | speed-up b1 | b64 p50 ms | torch b64 ms | "
@@ -725,10 +734,10 @@ def markdown(results: dict) -> str:
                 continue
             for form in ("fused", "unrolled"):
                 f = r[form]
-                lines.append(f"| {name} | {r['steps']} | {form} | {f['max_abs_diff']:.1e} | {f['latency_ms_b1_p50']:.2f} | "
-                             f"{f['speedup_vs_torch_b1']:.2f}× | {f['latency_ms_b64_p50']:.2f} | "
-                             f"{f['torch_latency_ms_b64_p50']:.2f} | {f['speedup_vs_torch_b64']:.2f}× | "
-                             f"{f['gflop_per_s_b64']:.0f} |")
+                lines.append(f"| {name} | {r['steps']} | {form} | {f['max_abs_diff']:.1e} | "
+                             f"{fmt(f['latency_ms_b1_p50'], digits=2)} | {fmt(f['speedup_vs_torch_b1'], digits=2)}× | "
+                             f"{fmt(f['latency_ms_b64_p50'], digits=2)} | {fmt(f['torch_latency_ms_b64_p50'], digits=2)} | "
+                             f"{fmt(f['speedup_vs_torch_b64'], digits=2)}× | {fmt(f['gflop_per_s_b64'], digits=0)} |")
     if "export" in results:
         lines += ["", "## (d) ONNX export (s)", "", "| model | seconds |", "|---|---|"]
         lines += [f"| {name} | {fmt(r['seconds'], digits=3)} |" for name, r in results["export"].items()]
@@ -855,7 +864,7 @@ def run(args: argparse.Namespace) -> dict:
         ("onnx", lambda: each_model(bench_onnx, args.repeats, timing_runs, heads=batch_heads)),
         ("profile", lambda: each_model(bench_profile, timing_runs, heads=batch_heads)),
         ("unrolled", lambda: {"peak": matmul_peak(torch.device("cpu"), torch.float32, args.repeats, args.matmul_size),
-                              "models": each_model(bench_unrolled, timing_runs,
+                              "models": each_model(bench_unrolled, args.repeats, timing_runs,
                                                    heads=(forecaster_spec.NAME,))}),
         ("export", lambda: each_model(bench_export, args.repeats)),
         ("prepare", lambda: bench_prepare(config, tasks, args.repeats)),

@@ -6,7 +6,7 @@ import json
 
 from pipeline.config import load_config
 from pipeline.report import anchors_of, build_report, champion, missing_handoffs, results_pages
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, copy_pipeline, run_in
 
 
 def test_champion_is_chosen_on_validation_never_on_test():
@@ -44,6 +44,19 @@ def test_report_stage_writes_the_summary_with_each_tasks_champion_and_the_figure
         assert f"**{champion(settings, train).upper()}** (champion)" in section
         assert section.count("(champion)") == 1
     assert (repo / "reports/etth1-forecasts.png").is_file() and (repo / "reports/imdb-curves.png").is_file()
+
+
+def test_a_repro_of_the_report_stage_keeps_the_long_horizon_table_beside_its_own_files(pipeline_repo, tmp_path):
+    source, *_ = pipeline_repo
+    repo = copy_pipeline(source, tmp_path / "repo")
+    (repo / "reports/ltsf").mkdir()
+    (repo / "reports/ltsf.md").write_text("# the long-horizon table\n")
+    (repo / "reports/ltsf/etth1-gru-h96.json").write_text('{"passed": true}')
+    (repo / "reports/summary.md").unlink()
+    run_in(repo, "dvc", "repro", "--force", "--single-item", "report")
+    assert (repo / "reports/summary.md").is_file()                       # the stage wrote its own files
+    assert (repo / "reports/ltsf.md").read_text() == "# the long-horizon table\n"   # and kept the rest
+    assert (repo / "reports/ltsf/etth1-gru-h96.json").is_file()
 
 
 def test_champions_are_not_promoted_while_a_train_stages_mlflow_handoff_is_missing(tmp_path, monkeypatch):
