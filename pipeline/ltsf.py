@@ -143,7 +143,7 @@ def run_settings(params: dict) -> dict:
 def settings_text(runs: dict) -> str:
     """One sentence: the settings every run of the table shares, then any that differ, by run."""
     per_run = {key: run_settings(run.data.params) for key, run in runs.items()}
-    keys = sorted(set().union(*per_run.values())) if per_run else []
+    keys = sorted(set().union(*per_run.values()))
     shared = [k for k in keys if len({settings.get(k) for settings in per_run.values()}) == 1]
     text = "Settings of every run above (their MLflow params): " + \
         ", ".join(f"`{k}={next(iter(per_run.values()))[k]}`" for k in shared) + "."
@@ -158,10 +158,11 @@ def build_table(config, task_name: str, horizons, client) -> tuple[str, dict]:
     task = config.task[task_name]
     models = [run.model for run in config.runs.values() if run.task == task_name]
     experiment = client.get_experiment_by_name(config.tracking.experiment_prefix + task_name)
-    runs = {} if experiment is None else table_runs(client, experiment.experiment_id, models, horizons,
-                                                   task.prepare.lookback)
+    found = {} if experiment is None else table_runs(client, experiment.experiment_id, models, horizons,
+                                                    task.prepare.lookback)
+    runs = dict(sorted(found.items(), key=lambda item: (models.index(item[0][0]), item[0][1])))   # table order
     results, floors, details, records = {}, {}, {}, {}
-    for (model, horizon), run in sorted(runs.items(), key=lambda item: (models.index(item[0][0]), item[0][1])):
+    for (model, horizon), run in runs.items():
         metrics, record = run.data.metrics, onnx_record(client, run)
         records[f"{task_name}-{model}-h{horizon}"] = record
         results[model, horizon] = {**{m: metrics[m] for m in METRICS if m in metrics},
@@ -188,7 +189,7 @@ def build_table(config, task_name: str, horizons, client) -> tuple[str, dict]:
     lines += ["", markdown_table(["run", "DVC experiment", "MLflow run", "train s", "epochs",
                                   "ONNX gates (metrics/onnx record)", "ORT CPU speed-up b1 / b64"], detail_rows)]
     if runs:
-        lines += ["", settings_text(dict(sorted(runs.items(), key=lambda item: (models.index(item[0][0]), item[0][1]))))]
+        lines += ["", settings_text(runs)]
     return "\n".join(lines), details, records
 
 
