@@ -55,6 +55,7 @@ from pipeline.datasets import load_task_data
 from pipeline.distributed import pick_device, uses_bf16
 from pipeline.files import read_json, write_json_atomic, write_text_atomic
 from pipeline.flops import matmul_flops
+from pipeline.hosts import cpu_field, host_kind
 from pipeline.kinds import forecaster_spec
 from pipeline.kinds.registry import KINDS, kind_of
 from pipeline.latency import LATENCY_BATCHES
@@ -76,39 +77,6 @@ def verdict(values: list[float], target: float, higher_is_better: bool = True) -
     median = float(np.median(values))
     return {"stats": stats(values), "target": target,
             "met": bool(median >= target if higher_is_better else median <= target)}
-
-
-def cpu_field(field: str, default: str = "") -> str:
-    """One field of /proc/cpuinfo (the first core's), or `default` where there is none."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == field), default)
-
-
-# CPU vendors by /proc/cpuinfo's vendor_id: the same core count and architecture can be an AMD
-# EPYC one session and an Intel Xeon the next, several times apart in speed.
-VENDORS = {"AuthenticAMD": "amd", "GenuineIntel": "intel"}
-# One vendor spans generations too: a 2-core EPYC with AVX-512 and bf16 and one with AVX2 only
-# trained Tiny Shakespeare 2.5x apart. The widest vector extension the CPU reports (its
-# /proc/cpuinfo flags, widest first) names the generation.
-SIMD_LEVELS = (("amx_tile", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"), ("avx2", "avx2"))
-
-
-def simd_level(flags: str) -> str:
-    present = set(flags.split())
-    return next((level for flag, level in SIMD_LEVELS if flag in present), "")
-
-
-def host_kind(device: torch.device) -> str:
-    """cuda-<gpu name> or cpu-<vendor>-<simd>-<cores>core-<arch>: the name of the results file."""
-    if device.type == "cuda":
-        name = f"cuda-{torch.cuda.get_device_name(device)}"
-    else:
-        vendor_id = cpu_field("vendor_id")
-        vendor = VENDORS.get(vendor_id, vendor_id or "unknown")
-        simd = simd_level(cpu_field("flags"))
-        name = f"cpu-{vendor}-{simd + '-' if simd else ''}{os.cpu_count()}core-{platform.machine()}"
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def host_info(device: torch.device) -> dict:

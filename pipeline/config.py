@@ -231,12 +231,51 @@ class SessionConfig(Section):
     throughput: SessionSettings   # batch 64: validate's b64 timing, the test metric, predict with several texts
 
 
+class Tolerance(Section):
+    """|ONNX - PyTorch| <= rtol * |PyTorch| + atol * rms(PyTorch), elementwise (pipeline/parity.py)."""
+
+    rtol: float = Field(gt=0)
+    atol: float = Field(ge=0, description="in units of the reference's root-mean-square")
+
+
+class ParityGates(Section):
+    """One execution provider's parity with PyTorch."""
+
+    outputs: Tolerance   # what a user reads: probabilities (and logits), log-probabilities, forecasts
+    states: Tolerance    # what a stateful graph carries to its next call (the generator's h, c)
+
+
+class Int8Rule(Section):
+    """The INT8 model's test metric against the fp32 ONNX model's: the change, absolute or
+    relative to the fp32 figure, at most `limit`."""
+
+    change: Literal["absolute", "relative"]
+    limit: float = Field(gt=0)
+
+
+class Gates(Section):
+    """validate's gates (docs/validation.md). Each is a decision about the model: loosening one
+    accepts an export that differs more from the model trained; it fixes nothing."""
+
+    cpu: ParityGates
+    cuda: ParityGates
+    metric_rtol: float = Field(gt=0, description="the test metric on ONNX against PyTorch's, relative")
+    int8: dict[str, Int8Rule]   # per model head (its metric): only the heads some task trains are needed
+
+
 class ExportConfig(Section):
     opset: int = Field(ge=17)
     dynamo: bool
     required_providers: list[Literal["CPUExecutionProvider", "CUDAExecutionProvider"]]
     int8: bool                    # also write model.int8.onnx (onnxruntime dynamic quantisation), validated by its own gate
     session: SessionConfig
+    gates: Gates
+
+
+class ReportConfig(Section):
+    """The report stage's choice of each task's champion (pipeline/selection.py)."""
+
+    tie_rtol: float = Field(ge=0, lt=1, description="validation metrics this close (relative) tie")
 
 
 class ServeLimits(Section):
@@ -311,6 +350,7 @@ class Config(Section):
     runs: dict[str, Run]
     train: TrainConfig
     export: ExportConfig
+    report: ReportConfig
     serve: ServeConfig
     tracking: TrackingConfig
     seed: int = Field(ge=0)
@@ -338,6 +378,10 @@ class Config(Section):
             if self.model[run.model].settings(run.head) is None:
                 raise ValueError(f"model.{run.model}.{run.head}: required, since task.{run.task} trains the "
                                  f"{run.head} head with model {run.model}")
+            if self.export.int8 and run.head not in self.export.gates.int8:
+                raise ValueError(f"export.gates.int8.{run.head}: required, since export.int8 is true and "
+                                 f"task.{run.task} trains the {run.head} head; expected {{change: absolute|relative, "
+                                 f"limit: <number>}} (found rules for {sorted(self.export.gates.int8)})")
         return self
 
 

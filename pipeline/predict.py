@@ -2,7 +2,7 @@
 
     python -m pipeline.predict onnx/imdb-gru/model.onnx --text "A wonderful film." --text "Dull."
     python -m pipeline.predict onnx/imdb-gru/model.onnx --file reviews.txt      # one review per line
-    python -m pipeline.predict onnx/etth1-lstm/model.onnx --csv last_week.csv    # >= L rows
+    python -m pipeline.predict onnx/etth1-lstm/model.onnx --csv history.csv      # its last L rows
     python -m pipeline.predict models:/imdb@champion --text "..."                # an MLflow model URI
     python -m pipeline.predict onnx/shakespeare-lstm/model.onnx --prompt "ROMEO:" --max-chars 500 \
         --temperature 0.8 --seed 0                                                # generate text
@@ -32,9 +32,11 @@ export.session): the `latency` ones for one row, the `throughput` ones for sever
 `--int8` runs the dynamically quantised model.int8.onnx that pipeline.export writes beside
 model.onnx; it is an error (exit 2) when there is none.
 
-The model's request limits (conf/serve: reviews per request, characters per review, series
-rows, prompt and generated characters; stamped in at export) are checked on the input's sizes
-before any work, as the served model checks them; `--no-limits` lifts them here.
+The model's request limits (conf/serve: reviews per request, characters per review, prompt
+and generated characters; stamped in at export) are checked on the input's sizes before any
+work, as the served model checks them; `--no-limits` lifts them here. A forecaster's CSV is not
+limited in rows: it is streamed and only its last `lookback` rows are kept (stderr says which),
+so a whole history forecasts from its end.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="an .onnx file or an MLflow model URI (models:/name@alias, runs:/...)")
     parser.add_argument("--text", action="append", help="a review to classify (repeatable)")
     parser.add_argument("--file", help="a UTF-8 file of reviews, one per line")
-    parser.add_argument("--csv", help="a CSV slice with the model's columns; its last L rows are used")
+    parser.add_argument("--csv", help="a CSV with the model's columns, of any length; its last L rows are used")
     parser.add_argument("--tokenizer", help="a tokenizer.json to use instead of the one inside the model")
     parser.add_argument("--prompt", help="generator: the text to continue")
     parser.add_argument("--max-chars", type=int, default=SAMPLING["max_chars"], help="generator: characters to generate")

@@ -4,8 +4,9 @@
     python -m pipeline.report --readme   # also rewrite the results of README.md and docs/results.md
 
 Reads only the pipeline's own outputs (metrics/, plots/). The champion of a task is the
-model with the better *validation* metric; the test set plays no part in the choice (a tie
-goes to fewer parameters, then to the model name). With tracking on, the registered model of
+model with the better *validation* metric; the test set plays no part in the choice. Models
+within `report.tie_rtol` of each other tie, and a tie goes to fewer parameters, then to the
+model name (pipeline/selection.py). With tracking on, the registered model of
 the task (named after it) gets the aliases `champion` and `challenger` on the newest version of
 the first and second model, and the report is logged to every run it describes.
 """
@@ -18,6 +19,7 @@ import re
 import sys
 from pathlib import Path
 
+from pipeline import selection
 from pipeline.anchors import anchors_of
 from pipeline.config import Config, load_config, setup_logging
 from pipeline.files import read_json, save_png, write_text_atomic
@@ -27,25 +29,24 @@ from pipeline.plots import epoch_axis, pyplot, read_csv
 
 log = logging.getLogger(__name__)
 
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 README, RESULTS_PAGE = Path("README.md"), Path("docs/results.md")   # the generated results blocks
+OTHER_HOSTS = "hosts.json"   # under paths.metrics: the same runs' figures from other CPU kinds (docs/results.md)
 
 
 def validation_key(task) -> str:
     return f"best/val/{task.metric}"
 
 
-def ranking(task, train: dict[str, dict]) -> list[str]:
-    """The models, best first, on the validation metric (never test). A tie goes to the model
-    with fewer parameters (`params/count`), then to the name in alphabetical order, so that the
-    same metrics always give the same order (and the registry the same aliases)."""
-    sign = -1 if task.maximize else 1
-    return sorted(train, key=lambda m: (sign * train[m][validation_key(task)], train[m]["params/count"], m))
+def ranking(task, train: dict[str, dict], tie_rtol: float) -> list[str]:
+    """The models, best first, on the validation metric (never test), ties within `tie_rtol`
+    going to fewer parameters (`params/count`), then to the name (pipeline/selection.py)."""
+    return selection.ranking({m: t[validation_key(task)] for m, t in train.items()},
+                             {m: t["params/count"] for m, t in train.items()}, task.maximize, tie_rtol)
 
 
-def champion(task, train: dict[str, dict]) -> str:
+def champion(task, train: dict[str, dict], tie_rtol: float) -> str:
     """The first of `ranking`: the registry's `champion`; the second is its `challenger`."""
-    return ranking(task, train)[0]
+    return ranking(task, train, tie_rtol)[0]
 
 
 def runs_of(config: Config, task: str) -> dict[str, RunPaths]:
@@ -87,20 +88,23 @@ def results_table(task, train: dict[str, dict], onnx: dict[str, dict], best: str
     for name, values, digits in extra:
         rows.append([f"*{name}*", *(fmt(values.get(k), digits) if k in values else "–" for k in quality)]
                     + ["–"] * (len(header) - 1 - len(quality)))
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return markdown_table(header, rows)
 
 
 def peephole_finding(config: Config, task, train: dict[str, dict]) -> str | None:
-    """One sentence: does the peephole LSTM beat the plain LSTM on this task (validation decides,
-    as for the champion; test is shown beside it)? None when the task lacks either cell."""
+    """One sentence: does the peephole LSTM beat, tie with or lose to the plain LSTM on this task
+    (validation decides, with the champion's tie rule; test is shown beside it)? None when the
+    task lacks either cell."""
     by_cell = {config.model[model].cell: model for model in train}
     if not {"lstm", "lstm_peephole"} <= by_cell.keys():
         return None
     plain, peephole = train[by_cell["lstm"]], train[by_cell["lstm_peephole"]]
     validation, test = validation_key(task), f"test/{task.metric}"
     better = (peephole[validation] > plain[validation]) if task.maximize else (peephole[validation] < plain[validation])
-    verdict = "beats" if better else "does not beat"
+    tie_rtol = config.report.tie_rtol
+    verdict = (f"ties with (within report.tie_rtol = {tie_rtol:g})"
+               if selection.ties(peephole[validation], plain[validation], tie_rtol)
+               else "beats" if better else "does not beat")
     return (f"Peepholes: the peephole LSTM {verdict} the plain LSTM on validation "
             f"({validation} {peephole[validation]:.4f} against {plain[validation]:.4f}; "
             f"{test} {peephole[test]:.4f} against {plain[test]:.4f}).")
@@ -129,10 +133,11 @@ def build_report(config: Config, out_dir: Path) -> tuple[str, dict[str, str], li
         runs = runs_of(config, task)
         train = {m: read_json(paths.train_metrics) for m, paths in runs.items()}
         onnx = {m: read_json(paths.onnx_metrics) for m, paths in runs.items() if paths.onnx_metrics.is_file()}
-        best = champions[task] = champion(settings, train)
+        best = champions[task] = champion(settings, train, config.report.tie_rtol)
         figures.append(overlay_curves(task, runs, out_dir / f"{task}-curves.png"))
         lines = [f"## {task}", "", results_table(settings, train, onnx, best), "",
-                 f"Champion: **{best.upper()}**, chosen on `{validation_key(settings)}` (validation only)."]
+                 f"Champion: **{best.upper()}**, chosen on `{validation_key(settings)}` (validation only; "
+                 f"within {config.report.tie_rtol:.1%} of the best, fewer parameters win)."]
         finding = peephole_finding(config, settings, train)
         lines += [*([] if finding is None else ["", finding]), "", f"![{task} learning curves]({figures[-1].name})"]
         extra, extra_figures = kind_of(settings.head).report_sections(task, settings, runs, out_dir)
@@ -160,15 +165,49 @@ def headline_anchor(task, train: dict[str, dict], best: str) -> list[str]:
             "–" if anchor is None else f"{fmt(scored[anchor], 3)} ({anchor})", fmt(floor)]
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def train_metrics(config: Config) -> dict[str, dict]:
+    """{run: its metrics/train record} for every run of the config."""
+    return {run: read_json(run_paths(config.paths, r.task, r.model, r.head).train_metrics)
+            for run, r in config.runs.items()}
+
+
+def host_line(config: Config) -> str:
+    """Which CPU kind the runs' figures come from (each training run records its own)."""
+    hosts = sorted({metrics.get("host", "unrecorded") for metrics in train_metrics(config).values()})
+    return (f"Host: `{'`, `'.join(hosts)}` (the kind of CPU the runs trained on: another kind gives slightly "
+            "other figures, see docs/results.md, \"By host\").")
+
+
 def headline_table(config: Config, champions: dict[str, str]) -> str:
-    """The README's results: one row per task."""
+    """The README's results: one row per task, and the host kind they come from."""
     rows = []
     for task, best in champions.items():
         train = {m: read_json(paths.train_metrics) for m, paths in runs_of(config, task).items()}
         rows.append([task, *headline_anchor(config.task[task], train, best)])
     header = ["task", "champion (on validation)", "metric", "champion", "best published anchor", "naive floor"]
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                       *("| " + " | ".join(row) + " |" for row in rows)])
+    return markdown_table(header, rows) + "\n\n" + host_line(config)
+
+
+def hosts_table(config: Config) -> str:
+    """Each run's test metric and training seconds on this run's host and on the other CPU kinds
+    recorded in metrics/hosts.json (each with where its figures come from)."""
+    train = train_metrics(config)
+    others = read_json(Path(config.paths.metrics) / OTHER_HOSTS)
+    here = sorted({metrics.get("host", "unrecorded") for metrics in train.values()})
+    header = ["run", "metric", f"this run: `{', '.join(here)}`", *(f"`{host}`" for host in others)]
+    rows = []
+    for run, metrics in train.items():
+        key = f"test/{config.task[config.runs[run].task].metric}"
+        cells = [metrics] + [record["runs"].get(run, {}) for record in others.values()]
+        rows.append([run, f"`{key}`", *(f"{fmt(c.get(key))} ({fmt(c.get('train/seconds'), 0)} s)"
+                                        if "train/seconds" in c else fmt(c.get(key)) for c in cells)])
+    sources = [f"- `{host}`: {record['source']}." for host, record in others.items()]
+    return markdown_table(header, rows) + "\n\n" + "\n".join(sources)
 
 
 def full_tables(markdown: str) -> str:
@@ -178,19 +217,22 @@ def full_tables(markdown: str) -> str:
     return "\n\n".join(f"**{t[3:]}**\n\n{tab}" for t, tab in zip(titles, tables.split("\n\n")))
 
 
-def replace_results_block(path: Path, body: str) -> str:
-    """The text of `path` with its results block replaced by `body`."""
-    text = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+def replace_block(text: str, name: str, body: str, source: Path) -> str:
+    """`text` with its generated block `<!-- name:start -->` ... `<!-- name:end -->` replaced by `body`."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise ValueError(f"{path}: no {README_START} ... {README_END} block to fill")
-    return pattern.sub(lambda _: f"{README_START}\n{body}\n{README_END}", text)
+        raise ValueError(f"{source}: no {start} ... {end} block to fill")
+    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
 
 
 def results_pages(config: Config, markdown: str, champions: dict[str, str]) -> dict[Path, str]:
-    """{file: its new text}: the README's one-row-per-task table, and docs/results.md's full tables."""
-    return {README: replace_results_block(README, headline_table(config, champions)),
-            RESULTS_PAGE: replace_results_block(RESULTS_PAGE, full_tables(markdown))}
+    """{file: its new text}: the README's one-row-per-task table, and docs/results.md's full
+    tables and its by-host table."""
+    readme = replace_block(README.read_text(encoding="utf-8"), "results", headline_table(config, champions), README)
+    page = replace_block(RESULTS_PAGE.read_text(encoding="utf-8"), "results",
+                         full_tables(markdown) + "\n\n" + host_line(config), RESULTS_PAGE)
+    return {README: readme, RESULTS_PAGE: replace_block(page, "hosts", hosts_table(config), RESULTS_PAGE)}
 
 
 def missing_handoffs(config: Config) -> list[str]:
@@ -207,7 +249,8 @@ def promote_champions(config: Config, champions: dict[str, str], report: Path) -
 
     for task, best in champions.items():
         runs = runs_of(config, task)
-        ranked = ranking(config.task[task], {m: read_json(paths.train_metrics) for m, paths in runs.items()})
+        ranked = ranking(config.task[task], {m: read_json(paths.train_metrics) for m, paths in runs.items()},
+                         config.report.tie_rtol)
         handoffs = {model: read_json(paths.handoff) for model, paths in runs.items()}
         run_ids = {model: handoff["run_id"] for model, handoff in handoffs.items() if handoff.get("run_id")}
         registry_set_aliases(config.tracking, task, ranked, run_ids)

@@ -52,6 +52,7 @@ from pipeline.distributed import (
 )
 from pipeline.epochs import seed_epoch, train_epoch
 from pipeline.files import write_json_atomic
+from pipeline.hosts import host_kind
 from pipeline.kinds.base import Kind, predictions
 from pipeline.kinds.registry import kind_of
 from pipeline.layout import RunPaths, run_name
@@ -237,7 +238,7 @@ def start_tracking(tracker, config: Config, task_name: str, model_name: str, sta
                   "model": {"name": model_name, **model_settings(config, task_name, model_name)},
                   "train": {**config.train.model_dump(), "lr": learning_rate(config, task)}, "seed": config.seed}
     tracker.log_params(flatten(run_config))
-    tracker.set_tags({**run_tags(stage), "device": device.type, "cudnn": str(torch.backends.cudnn.version()),
+    tracker.set_tags({**run_tags(stage), "device": device.type, "host": host_kind(device), "cudnn": str(torch.backends.cudnn.version()),
                       "world_size": str(world_size)})
     for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
         tracker.log_dataset(f"{task_name}-{split}", f"{task.paths.prepared}/{split}.npz", data_digest, context)
@@ -356,7 +357,8 @@ def write_outputs(run: Run, result: FitResult) -> None:
     config, paths = run.config, run.paths
     save_checkpoint(paths.checkpoint, {"state_dict": result.model.state_dict(), "model_args": result.spec,
                                        "config": config.model_dump()})
-    write_json_atomic(paths.train_metrics, result.metrics)
+    # The host kind beside the figures: another CPU kind sums fp32 in other orders (docs/results.md).
+    write_json_atomic(paths.train_metrics, {**result.metrics, "host": host_kind(run.device)})
     write_json_atomic(paths.train_scores, headline(result.metrics, run.task.metric))
     figures = write_train_plots(paths, run.kind, result.history, result.test_outputs, result.test_targets,
                                 run.data.meta, run.data.test.dataset, result.sample)

@@ -51,6 +51,25 @@ TINY_OVERRIDES = [
 SPEAKERS = ["ROMEO", "JULIET", "FIRST CITIZEN", "MENENIUS"]
 
 
+def committed_files(repo: Path = REPO_ROOT, rev: str = "HEAD") -> dict[str, bytes]:
+    """{path: content} of every file committed at `rev`: what the repository holds, never what a
+    local `dvc repro` has just rewritten in the working tree (metrics/, plots/, reports/). Skips
+    the test outside a git checkout."""
+    found = subprocess.run(["git", "archive", "--format=tar", rev], cwd=repo, capture_output=True)
+    if found.returncode != 0:
+        pytest.skip(f"{repo}: not a git checkout with a commit {rev} ({found.stderr.decode().strip()})")
+    with tarfile.open(fileobj=io.BytesIO(found.stdout)) as archive:
+        return {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+
+
+def committed_tree(dest: Path, repo: Path = REPO_ROOT, rev: str = "HEAD") -> Path:
+    """The files committed at `rev`, written under `dest`."""
+    for name, content in committed_files(repo, rev).items():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_bytes(content)
+    return dest
+
+
 def synthetic_review(rng: np.random.Generator, label: str) -> str:
     words = list(rng.choice(FILLER, size=int(rng.integers(6, 40))))
     sentiment = POS_WORDS if label == "pos" else NEG_WORDS

@@ -197,12 +197,12 @@ def test_bad_arguments_and_a_missing_pipeline_get_clear_errors(bench_repo, tmp_p
     ("GenuineIntel", "", "cpu-intel-")])
 def test_cpu_results_are_named_by_vendor_and_vector_extension_so_different_cpus_never_share_a_file(
         monkeypatch, vendor_id, flags, kind):
-    from benchmarks import run
+    from pipeline import hosts
 
     fields = {"vendor_id": vendor_id, "flags": flags}
-    monkeypatch.setattr(run, "cpu_field", lambda field, default="": fields.get(field, default))
-    name = run.host_kind(torch.device("cpu"))
-    assert name.startswith(kind) and name.endswith("core-" + run.platform.machine().lower().replace("_", "-"))
+    monkeypatch.setattr(hosts, "cpu_field", lambda field, default="": fields.get(field, default))
+    name = hosts.host_kind(torch.device("cpu"))
+    assert name.startswith(kind) and name.endswith("core-" + hosts.platform.machine().lower().replace("_", "-"))
     assert name[len(kind):].split("-")[0].endswith("core")  # no extension where none is reported
 
 

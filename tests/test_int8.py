@@ -13,12 +13,14 @@ import pytest
 import torch
 
 from pipeline import predict
+from pipeline.config import load_config
 from pipeline.kinds.base import int8_gate
 from pipeline.kinds.registry import KINDS
 from pipeline.onnx_files import export_onnx, int8_beside, quantise_int8
 from pipeline.layout import int8_model
 from pipeline.models import Forecaster, SequenceClassifier
 from pipeline.validate import gate_problems, headline
+from tests.conftest import REPO_ROOT
 
 FORECASTER = {"n_channels": 3, "horizon": 4, "hidden_size": 32, "num_layers": 1, "dropout": 0.0, "revin": True,
               "segment_len": 4, "channel_independent": True}
@@ -113,24 +115,38 @@ def test_a_bidirectional_two_layer_classifier_quantises_both_directions_of_every
 # ---- the gate ---------------------------------------------------------------------------------
 
 
+RULES = {head: (rule.change, rule.limit) for head, rule in
+         load_config(REPO_ROOT / "params.yaml").export.gates.int8.items()}   # export.gates.int8
+
+
 def test_every_task_metric_has_an_int8_gate_and_accuracy_is_absolute_while_mse_and_loss_are_relative():
-    assert {name: kind.int8_rule for name, kind in KINDS.items()} == {
-        "classifier": ("absolute", 0.003), "forecaster": ("relative", 0.01), "generator": ("relative", 0.01)}
-    assert int8_gate(0.8725, 0.8750, KINDS["classifier"].int8_rule)["int8_metric_change"] == pytest.approx(0.0025)
-    assert int8_gate(0.404, 0.400, KINDS["forecaster"].int8_rule)["int8_metric_change"] == pytest.approx(0.01)
-    assert int8_gate(1.50, 1.52, KINDS["generator"].int8_rule) == {"int8_metric": 1.50, "int8_metric_change": pytest.approx(0.02 / 1.52),
-                                             "int8_metric_change_limit": 0.01, "int8_gate": "relative"}
+    assert set(RULES) == set(KINDS)
+    assert RULES == {"classifier": ("absolute", 0.003), "forecaster": ("relative", 0.01), "generator": ("relative", 0.01)}
+    assert int8_gate(0.8725, 0.8750, RULES["classifier"])["int8_metric_change"] == pytest.approx(0.0025)
+    assert int8_gate(0.404, 0.400, RULES["forecaster"])["int8_metric_change"] == pytest.approx(0.01)
+    assert int8_gate(1.50, 1.52, RULES["generator"]) == {"int8_metric": 1.50, "int8_metric_change": pytest.approx(0.02 / 1.52),
+                                                         "int8_metric_change_limit": 0.01, "int8_gate": "relative"}
     # relative: the same 0.0025 that passes on accuracy fails on a loss of 0.2
-    assert int8_gate(0.2025, 0.2, KINDS["generator"].int8_rule)["int8_metric_change"] == pytest.approx(0.0125)
+    assert int8_gate(0.2025, 0.2, RULES["generator"])["int8_metric_change"] == pytest.approx(0.0125)
+
+
+def test_a_run_whose_head_has_no_int8_rule_is_refused_naming_the_setting():
+    from pipeline.config import ConfigError, compose, validate
+
+    container = compose(["~export.gates.int8.forecaster"])
+    with pytest.raises(ConfigError, match=r"export\.gates\.int8\.forecaster: required, since export\.int8 is true"):
+        validate(container)
+    validate(compose(["~export.gates.int8.forecaster", "export.int8=false"]))   # no INT8 model, no rule needed
 
 
 def fp32_result(**int8) -> dict:
-    return {"max_abs_diff": 1e-6, "max_abs_diff_limit": 1e-4, "metric_delta": 0.0, "onnx_metric": 0.875, **int8}
+    return {"parity": 1e-2, "metric_delta": 0.0, "metric_limit": 8.75e-4, "metric_rtol": 1e-3, "onnx_metric": 0.875,
+            **int8}
 
 
 @pytest.mark.parametrize("int8_metric, fails", [(0.873, False), (0.871, True), (0.879, True)])
 def test_the_int8_gate_fails_when_the_test_metric_moves_more_than_its_limit_either_way(int8_metric, fails):
-    problems = gate_problems("CPUExecutionProvider", fp32_result(**int8_gate(int8_metric, 0.875, KINDS["classifier"].int8_rule)))
+    problems = gate_problems("CPUExecutionProvider", fp32_result(**int8_gate(int8_metric, 0.875, RULES["classifier"])))
     assert bool(problems) is fails
     if fails:
         assert "INT8" in problems[0] and "fp32 ONNX" in problems[0] and "0.003" in problems[0]
@@ -142,7 +158,7 @@ def test_no_int8_entries_means_no_int8_gate():
 
 def test_the_int8_figures_stay_out_of_the_dvc_headline_which_keeps_its_three_columns_per_provider():
     report = {"cpu": {"status": "ok", **fp32_result(), "latency_ms_b1_p50": 1.0, "speedup_vs_torch_b1": 2.0,
-                      "int8_speedup_vs_fp32_b1": 1.234, **int8_gate(0.874, 0.875, KINDS["classifier"].int8_rule)},
+                      "int8_speedup_vs_fp32_b1": 1.234, **int8_gate(0.874, 0.875, RULES["classifier"])},
               "cuda": {"status": "unavailable"}}
     assert sorted(headline(report, KINDS["forecaster"])) == ["cpu_ms", "cpu_parity", "cpu_speedup"]
 

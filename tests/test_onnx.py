@@ -16,8 +16,12 @@ import torch
 from pipeline.checkpoints import load_checkpoint
 from pipeline.sessions import PROVIDERS, open_session
 from pipeline.kinds.registry import KINDS
-from pipeline.validate import MAX_ABS_DIFF, failed_gates
-from tests.conftest import compose_params, run_in
+from pipeline.config import load_config
+from pipeline.parity import scaled_error
+from pipeline.validate import failed_gates
+from tests.conftest import REPO_ROOT, compose_params, run_in
+
+GATES = load_config(REPO_ROOT / "params.yaml").export.gates   # the committed tolerances
 
 
 def onnx_path(repo, name):
@@ -49,7 +53,12 @@ def test_validation_report_holds_every_figure_and_passes_on_the_cpu(pipeline_rep
     report = json.loads((repo / "metrics/onnx/imdb-lstm.json").read_text())
     assert report["passed"] is True
     cpu = report["cpu"]
-    assert cpu["status"] == "ok" and cpu["max_abs_diff"] <= 1e-4 and cpu["metric_delta"] <= 1e-3
+    assert cpu["status"] == "ok" and cpu["parity"] <= 1 and cpu["metric_delta"] <= cpu["metric_limit"]
+    # each tolerance is in the record beside the figure it judges, and named by its setting
+    assert (cpu["parity_rtol"], cpu["parity_atol"]) == (GATES.cpu.outputs.rtol, GATES.cpu.outputs.atol)
+    assert cpu["parity_at"] in ("logits", "probabilities") and cpu["gates"] == "export.gates.cpu"
+    assert cpu["metric_limit"] == pytest.approx(GATES.metric_rtol * cpu["torch_metric"])
+    assert cpu["int8_metric_change_limit"] == GATES.int8["classifier"].limit
     for key in ("latency_ms_b1_p50", "latency_ms_b64_p50", "speedup_vs_torch_b1", "speedup_vs_torch_b64"):
         assert cpu[key] > 0
     assert cpu["provider"] == PROVIDERS["cpu"]
@@ -68,8 +77,8 @@ def test_a_cuda_session_that_falls_back_to_the_cpu_is_reported_unavailable(pipel
     session, reason = open_session(onnx_path(repo, "etth1-gru"), PROVIDERS["cuda"])
     assert session is None
     assert "CUDAExecutionProvider" in reason
-    report = {"metric": "test/mse", "cpu": {"status": "ok", "max_abs_diff": 0.0, "max_abs_diff_limit": 1e-4,
-                                            "metric_delta": 0.0},
+    report = {"metric": "test/mse", "cpu": {"status": "ok", "parity": 0.0, "metric_delta": 0.0, "metric_limit": 1e-4,
+                                            "metric_rtol": 1e-3},
               "cuda": {"status": "unavailable", "reason": reason}}
     assert failed_gates(report, ["CPUExecutionProvider"]) == []
     assert failed_gates(report, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
@@ -95,8 +104,73 @@ def test_parity_check_catches_a_gru_exported_without_linear_before_reset(pipelin
     good, _ = open_session(onnx_path(repo, "imdb-gru"), PROVIDERS["cpu"])
     bad, _ = open_session(corrupted, PROVIDERS["cpu"])
     cpu = torch.device("cpu")
-    assert kind.max_abs_diff(good, torch_model, inputs, cpu) <= MAX_ABS_DIFF["cpu"]
-    assert kind.max_abs_diff(bad, torch_model, inputs, cpu) > MAX_ABS_DIFF["cpu"]
+    assert kind.parity(good, torch_model, inputs, cpu, GATES.cpu.outputs).worst <= 1
+    assert kind.parity(bad, torch_model, inputs, cpu, GATES.cpu.outputs).worst > 1
+
+
+class Scaled:
+    """An onnxruntime session whose outputs are multiplied by `factor`."""
+
+    def __init__(self, session, factor):
+        self.session, self.factor = session, factor
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run(self, names, feeds):
+        return [self.factor * out for out in self.session.run(names, feeds)]
+
+
+class ScaledModel(torch.nn.Module):
+    def __init__(self, model, factor):
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x):
+        return self.factor * self.model(x)
+
+
+def test_the_parity_gate_judges_a_difference_at_its_outputs_scale(pipeline_repo, tmp_path):
+    """The same forecaster with its outputs x1000 gets the same verdict (the old absolute gate,
+    max |d| <= 1e-4, would fail it on rounding alone); a wrong export fails at any scale."""
+    repo, *_ = pipeline_repo
+    torch_model, spec = load_checkpoint(repo / "models/etth1-lstm/model.pt")
+    meta = json.loads((repo / "data/prepared/etth1/series/meta.json").read_text())
+    kind, cpu, tolerance = KINDS[spec["head"]], torch.device("cpu"), GATES.cpu.outputs
+    inputs = kind.parity_inputs(spec["args"], meta)
+    session, _ = open_session(onnx_path(repo, "etth1-lstm"), PROVIDERS["cpu"])
+    model = onnx.load(str(onnx_path(repo, "etth1-lstm")))
+    weights = max((t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT),
+                  key=lambda t: int(np.prod(t.dims)))   # the largest weight matrix, 2 % off: a wrong export
+    weights.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weights) * 1.02, weights.name))
+    onnx.save(model, str(tmp_path / "wrong.onnx"))
+    wrong_session, _ = open_session(tmp_path / "wrong.onnx", PROVIDERS["cpu"])
+    for session_, expected in ((session, True), (wrong_session, False)):
+        found = {factor: kind.parity(Scaled(session_, factor), ScaledModel(torch_model, factor), inputs, cpu, tolerance)
+                 for factor in (1.0, 1000.0)}
+        assert (found[1.0].worst <= 1) is (found[1000.0].worst <= 1) is expected
+        assert found[1000.0].worst == pytest.approx(found[1.0].worst, rel=1e-3, abs=1e-6)
+        assert found[1000.0].max_abs_diff == pytest.approx(1000 * found[1.0].max_abs_diff, rel=1e-3)
+    assert found[1.0].max_abs_diff > 0   # the wrong export really differs
+
+
+def test_scaled_error_is_the_allclose_form_at_the_references_own_scale():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal(1000) * 3
+    close = reference * (1 + 1e-5 * rng.standard_normal(1000))     # rounding-sized, relative
+    far = reference + 0.1 * rng.standard_normal(1000)               # a wrong graph
+    for factor in (1e-3, 1.0, 1e3):
+        assert scaled_error(factor * close, factor * reference, 1e-3, 1e-3) == pytest.approx(
+            scaled_error(close, reference, 1e-3, 1e-3), rel=1e-6) < 0.1
+        assert scaled_error(factor * far, factor * reference, 1e-3, 1e-3) > 1
+    # near zero the absolute term (in units of the reference's rms) takes over
+    assert scaled_error(np.array([1e-4, 1.0]), np.array([0.0, 1.0]), 1e-3, 1e-3) == pytest.approx(
+        1e-4 / (1e-3 * np.sqrt(0.5)))
+    assert scaled_error(np.zeros(3), np.zeros(3), 1e-3, 1e-3) == 0.0
+    assert scaled_error(np.ones(3), np.zeros(3), 1e-3, 1e-3) == np.inf
 
 
 def test_parity_inputs_cover_batch_one_odd_batches_padding_and_lengths():
@@ -263,11 +337,13 @@ def test_generator_validation_holds_parity_test_loss_greedy_text_and_latency(pip
     report = json.loads((repo / "metrics/onnx/shakespeare-lstm.json").read_text())
     cpu = report["cpu"]
     assert report["passed"] and report["metric"] == "test/loss"
-    assert cpu["max_abs_diff"] <= 1e-4 and cpu["metric_delta"] <= 1e-3
+    assert cpu["parity"] <= 1 and cpu["state_parity"] <= 1 and cpu["metric_delta"] <= cpu["metric_limit"]
+    assert cpu["parity_at"] == "log_probabilities" and cpu["state_parity_at"].startswith("state ")
+    assert (cpu["state_parity_rtol"], cpu["state_parity_atol"]) == (GATES.cpu.states.rtol, GATES.cpu.states.atol)
     assert cpu["greedy_identical"] is True and cpu["greedy_chars"] == 300
     assert cpu["ms_per_char"] > 0 and cpu["prompt_chars_per_s"] > 0 and cpu["speedup_vs_torch_per_char"] > 0
     scores = json.loads((repo / "scores/onnx/shakespeare-lstm.json").read_text())
-    assert scores == {"cpu_parity": pytest.approx(cpu["max_abs_diff"] / 1e-4, rel=0.01),
+    assert scores == {"cpu_parity": pytest.approx(max(cpu["parity"], cpu["state_parity"]), rel=0.01),
                       "cpu_ms": pytest.approx(cpu["ms_per_char"], abs=5e-4),
                       "cpu_speedup": pytest.approx(cpu["speedup_vs_torch_per_char"], abs=5e-3)}
 

@@ -19,15 +19,15 @@ def run(val: float, params: int, metric: str = "acc") -> dict:
 
 def test_a_tie_on_the_validation_metric_goes_to_fewer_parameters_then_to_the_name():
     imdb, etth1 = (load_config(REPO_ROOT / "params.yaml").task[t] for t in ("imdb", "etth1"))
-    assert ranking(imdb, {"lstm": run(0.90, 300), "gru": run(0.90, 200), "peephole": run(0.80, 100)}) == \
+    assert ranking(imdb, {"lstm": run(0.90, 300), "gru": run(0.90, 200), "peephole": run(0.80, 100)}, 0.0) == \
         ["gru", "lstm", "peephole"]
-    assert ranking(imdb, {"lstm": run(0.90, 200), "gru": run(0.90, 200), "peephole": run(0.90, 200)}) == \
+    assert ranking(imdb, {"lstm": run(0.90, 200), "gru": run(0.90, 200), "peephole": run(0.90, 200)}, 0.0) == \
         ["gru", "lstm", "peephole"]
     # lower is better for a forecaster; the order of the input plays no part
     train = {"peephole": run(0.5, 10, "mse"), "gru": run(0.4, 99, "mse"), "lstm": run(0.4, 50, "mse")}
-    assert ranking(etth1, train) == ["lstm", "gru", "peephole"]
-    assert champion(etth1, train) == "lstm"
-    assert ranking(etth1, dict(reversed(train.items()))) == ["lstm", "gru", "peephole"]
+    assert ranking(etth1, train, 0.0) == ["lstm", "gru", "peephole"]
+    assert champion(etth1, train, 0.0) == "lstm"
+    assert ranking(etth1, dict(reversed(train.items())), 0.0) == ["lstm", "gru", "peephole"]
 
 
 def test_the_newest_version_of_each_model_is_the_one_aliased():
@@ -62,7 +62,7 @@ def test_every_task_is_one_registered_model_with_tagged_versions_a_champion_and_
             assert version.tags["run_id"] == handoff["run_id"] == version.run_id
             assert version.tags["cell"] == config.model[version.tags["model"]].cell and version.tags["git.commit"]
         train = {m: json.loads((repo / f"metrics/train/{task}-{m}.json").read_text()) for m in models}
-        order = ranking(settings, train)
+        order = ranking(settings, train, config.report.tie_rtol)
         aliases = client.get_registered_model(task).aliases
         assert aliases == {"champion": version_of[order[0]], "challenger": version_of[order[1]]}
 

@@ -148,7 +148,7 @@ def test_a_pmf_forecaster_trains_exports_to_onnx_and_passes_validation(repo):
     run_in(repo, sys.executable, "-m", "pipeline.export", "etth1", "gru")
     run_in(repo, sys.executable, "-m", "pipeline.validate", "etth1", "gru")
     report = json.loads((repo / "metrics/onnx/etth1-gru.json").read_text())
-    assert report["passed"] and report["cpu"]["max_abs_diff"] < 1e-4
+    assert report["passed"] and report["cpu"]["parity"] <= 1
     import onnx
 
     graph = onnx.load(str(repo / "onnx/etth1-gru/model.onnx"))

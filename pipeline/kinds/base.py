@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.latency import LATENCY_BATCHES, latency_report, onnx_latency
+from pipeline.parity import Parity
 
 
 def predictions(model: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
@@ -28,12 +29,12 @@ def predictions(model: nn.Module, loader, device: torch.device) -> tuple[np.ndar
 
 
 def int8_gate(int8_metric: float, fp32_metric: float, rule: tuple[str, float]) -> dict:
-    """The INT8 model's test metric against the fp32 ONNX model's, under the kind's rule
-    (kind of change, limit); the difference is taken both ways."""
-    kind, limit = rule
-    change = abs(int8_metric - fp32_metric) / (abs(fp32_metric) if kind == "relative" else 1.0)
+    """The INT8 model's test metric against the fp32 ONNX model's, under `rule` (change:
+    absolute | relative, limit; export.gates.int8.<head>); the difference is taken both ways."""
+    change_kind, limit = rule
+    change = abs(int8_metric - fp32_metric) / (abs(fp32_metric) if change_kind == "relative" else 1.0)
     return {"int8_metric": int8_metric, "int8_metric_change": change, "int8_metric_change_limit": limit,
-            "int8_gate": kind}
+            "int8_gate": change_kind}
 
 
 class Kind:
@@ -43,9 +44,6 @@ class Kind:
     spec: ModuleType
     model_class: type[nn.Module]
     training_only: frozenset[str] = frozenset()   # settings that shape training, not the model
-    # INT8 is not held to parity with PyTorch (quantised weights move every output a little):
-    # its gate is the test metric against the fp32 ONNX model's, (kind of change, limit).
-    int8_rule: tuple[str, float]
     # Report: the test metrics shown, the naive floor's name, the ONNX columns (header,
     # provider, key, digits), and the speed-up pair (header, first key, second key).
     quality: tuple[str, ...]
@@ -138,12 +136,13 @@ class Kind:
     def latency_input(self, args: dict, meta: dict, batch: int) -> np.ndarray:
         raise NotImplementedError
 
-    def onnx_checks(self, sessions: dict, model, trained, task, loader, device) -> dict:
-        """Parity with PyTorch, the test metric on ONNX, latency: `max_abs_diff` and `onnx_metric` at least."""
+    def onnx_checks(self, sessions: dict, model, trained, task, loader, device, gates) -> dict:
+        """Parity with PyTorch under `gates` (the provider's export.gates: `max_abs_diff` and the
+        `parity` record of pipeline/parity.py), the test metric on ONNX (`onnx_metric`), latency."""
         raise NotImplementedError
 
-    def int8_checks(self, sessions: dict, trained, task, loader, fp32: dict) -> dict:
-        """The INT8 model: its latency, speed-ups and the test-metric gate (`int8_gate`)."""
+    def int8_checks(self, sessions: dict, trained, task, loader, fp32: dict, rule: tuple[str, float]) -> dict:
+        """The INT8 model: its latency, speed-ups and the test-metric gate (`int8_gate` under `rule`)."""
         raise NotImplementedError
 
     # ---- the report -----------------------------------------------------------------------------------
@@ -172,13 +171,19 @@ class BatchKind(Kind):
         with torch.inference_mode():
             return [model(torch.from_numpy(x).to(device)).float().cpu().numpy()]
 
-    def max_abs_diff(self, session, model, inputs: list[np.ndarray], device: torch.device) -> float:
-        name = session.get_inputs()[0].name
-        worst = 0.0
+    def parity(self, session, model, inputs: list[np.ndarray], device: torch.device, tolerance=None) -> Parity:
+        """Every output of the graph against PyTorch's, on every input, at `tolerance` (None:
+        only the largest difference is kept)."""
+        name, outputs = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
+        found = Parity()
         for x in inputs:
-            for ours, theirs in zip(session.run(None, {name: x}), self.torch_outputs(model, x, device)):
-                worst = max(worst, float(np.abs(ours - theirs).max()))
-        return worst
+            for output, ours, theirs in zip(outputs, session.run(None, {name: x}), self.torch_outputs(model, x, device)):
+                found.add(output, ours, theirs, tolerance)
+        return found
+
+    def max_abs_diff(self, session, model, inputs: list[np.ndarray], device: torch.device) -> float:
+        """The largest |ONNX - PyTorch| over every output and input (the benchmarks' figure)."""
+        return self.parity(session, model, inputs, device).max_abs_diff
 
     def onnx_metric(self, outputs: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
         """(sum, count) of the task metric over one test batch of the graph's first output."""
@@ -193,13 +198,14 @@ class BatchKind(Kind):
             total, count = total + part, count + n
         return total / count
 
-    def onnx_checks(self, sessions, model, trained, task, loader, device) -> dict:
+    def onnx_checks(self, sessions, model, trained, task, loader, device, gates) -> dict:
         args, meta, bulk = trained.spec["args"], trained.meta, sessions["throughput"]
-        return {"max_abs_diff": self.max_abs_diff(bulk, model, self.parity_inputs(args, meta), device),
+        parity = self.parity(bulk, model, self.parity_inputs(args, meta), device, gates.outputs)
+        return {"max_abs_diff": parity.max_abs_diff, **parity.record("parity", gates.outputs),
                 "onnx_metric": self.onnx_test_metric(bulk, loader),
                 **latency_report(sessions, model, self, args, meta, device)}
 
-    def int8_checks(self, sessions, trained, task, loader, fp32) -> dict:
+    def int8_checks(self, sessions, trained, task, loader, fp32, rule) -> dict:
         """Latency (as fp32's), speed-ups over PyTorch eager (timed once, for fp32) and over fp32
         ONNX, and the test-metric gate."""
         ours = onnx_latency(sessions, self, trained.spec["args"], trained.meta)
@@ -209,4 +215,4 @@ class BatchKind(Kind):
             speedups.update({f"speedup_vs_torch_b{b}": fp32[f"torch_latency_ms_b{b}_p50"] / ms,
                              f"speedup_vs_fp32_b{b}": fp32[f"latency_ms_b{b}_p50"] / ms})
         return ({f"int8_{k}": v for k, v in {**ours, **speedups}.items()}
-                | int8_gate(self.onnx_test_metric(sessions["throughput"], loader), fp32["onnx_metric"], self.int8_rule))
+                | int8_gate(self.onnx_test_metric(sessions["throughput"], loader), fp32["onnx_metric"], rule))

@@ -59,7 +59,6 @@ class Classifier(BatchKind):
     spec = classifier_spec
     model_class = SequenceClassifier
     training_only = frozenset({"pretrained_embeddings"})
-    int8_rule = ("absolute", 0.003)   # accuracy: 0.3 points
     quality = ("test/acc", "test/f1", "test/auc")
     floor = "majority class"
     step_unit = "valid tokens"

@@ -103,7 +103,6 @@ def overlay_forecasts(task: str, runs: dict, meta: dict, out: Path) -> Path:
 class Forecaster(BatchKind):
     spec = forecaster_spec
     model_class = ForecasterModel
-    int8_rule = ("relative", 0.01)   # MSE: 1%
     quality = ("test/mse", "test/mae")
     floor = "repeat last value"
 

@@ -4,14 +4,16 @@ served model). The rest of the kind, which needs torch, is pipeline/kinds/foreca
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
+import sys
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from pipeline.limits import PredictError, within
+from pipeline.limits import PredictError
 from pipeline.schema import Dropout, PositiveInt, Section
 
 NAME = "forecaster"
@@ -41,15 +43,24 @@ def example(meta: dict) -> str:
 # ---- reading a request ---------------------------------------------------------------------------
 
 
-def read_window(path: str, meta: dict, limits: dict | None = None) -> tuple[np.ndarray, list[str]]:
-    """The last L rows of the model's columns, in file order; timestamps kept when present."""
+def read_window(path: str, meta: dict) -> tuple[np.ndarray, list[str]]:
+    """The last L rows of the model's columns, in file order, from a CSV of any length: a user's
+    whole history is read as a stream and only its last L rows are kept (no row limit here: that
+    protects a server, not a user from their own file); stderr says which rows were read."""
+    lookback = int(meta["lookback"])
+    tail, total = collections.deque(maxlen=lookback), 0
     try:
         with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError) as exc:
+            for row in csv.DictReader(handle):
+                tail.append(row)
+                total += 1
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise PredictError(f"{path}: cannot read as UTF-8 CSV ({exc})") from None
-    within(limits, "max_series_rows", len(rows), f"{path}: data rows")
-    return window_of(rows, meta, path)
+    skipped = total - len(tail)
+    if skipped:
+        print(f"predict: {path}: forecasting from its last {lookback:,} of {total:,} data rows "
+              f"(lines {skipped + 2:,}-{total + 1:,}), the model's lookback", file=sys.stderr)
+    return window_of(list(tail), meta, path, first_line=2 + skipped)
 
 
 def window_of(rows: list[dict], meta: dict, source: str, first_line: int = 2, row_word: str = "line"):
@@ -62,7 +73,7 @@ def window_of(rows: list[dict], meta: dict, source: str, first_line: int = 2, ro
         raise PredictError(f"{source}: column(s) {absent} not found; the model needs {columns}, the header has {header}")
     if len(rows) < lookback:
         raise PredictError(f"{source}: {len(rows)} data rows, but the model looks back {lookback} rows")
-    first_line += len(rows) - lookback
+    first_line += len(rows) - lookback   # the line (or row) number of the first of the last L
     rows = rows[-lookback:]
     values = np.empty((lookback, len(columns)), dtype=np.float64)
     for r, row in enumerate(rows):
@@ -79,10 +90,11 @@ def window_of(rows: list[dict], meta: dict, source: str, first_line: int = 2, ro
 
 
 def from_cli(args, meta: dict, limits: dict | None):
-    """pipeline.predict's --csv: (values, times) of its last L rows."""
+    """pipeline.predict's --csv: (values, times) of its last L rows, however long the file (the
+    served model keeps its row limit: `from_records`)."""
     if not args.csv:
         raise PredictError(f"model {meta['task']} forecasts a series: pass --csv FILE")
-    return read_window(args.csv, meta, limits)
+    return read_window(args.csv, meta)
 
 
 def from_array(values: np.ndarray, meta: dict) -> list[dict] | None:

@@ -28,6 +28,7 @@ from pipeline.kinds import generator_spec
 from pipeline.kinds.base import Kind, int8_gate
 from pipeline.latency import LATENCY_BATCHES, LATENCY_SEQUENCE, REPEATS, synced, timings
 from pipeline.models import STATES, CharGenerator
+from pipeline.parity import Parity
 from pipeline.plots import pyplot, write_csv
 from pipeline.schema import ConfigError
 
@@ -108,14 +109,17 @@ def generator_parity_cases(args: dict, seed: int = 0) -> list[tuple[np.ndarray, 
     return cases
 
 
-def step_diff(ours, theirs, cases) -> float:
-    """max |a - b| over the logits and every returned state, across the cases."""
-    worst = 0.0
+def step_parity(ours, theirs, cases, gates=None) -> tuple[Parity, Parity]:
+    """(outputs, states) across the cases: the next-character log-probabilities (what sampling
+    reads; logits are defined only up to a constant) at `gates.outputs`, every returned state
+    at `gates.states`; None keeps only the largest differences."""
+    outputs, states = Parity(), Parity()
     for ids, state in cases:
         (logits_a, state_a), (logits_b, state_b) = ours(ids, state), theirs(ids, state)
-        for a, b in zip((logits_a, *state_a), (logits_b, *state_b)):
-            worst = max(worst, float(np.abs(a - b).max()))
-    return worst
+        outputs.add("log_probabilities", log_softmax(logits_a), log_softmax(logits_b), gates and gates.outputs)
+        for index, (a, b) in enumerate(zip(state_a, state_b)):
+            states.add(f"state {index}", a, b, gates and gates.states)
+    return outputs, states
 
 
 def decode_latency(step, zero, device: torch.device) -> dict:
@@ -133,7 +137,6 @@ def decode_latency(step, zero, device: torch.device) -> dict:
 class Generator(Kind):
     spec = generator_spec
     model_class = CharGenerator
-    int8_rule = ("relative", 0.01)   # the test loss (nats per character): 1%
     quality = ("test/loss", "test/bpc", "anchor/val10_loss")
     floor = "bigram, fitted on train"
     onnx_columns = (("ONNX CPU ms/char", "cpu", "ms_per_char", 2), ("ONNX CPU prompt chars/s", "cpu", "prompt_chars_per_s", 0))
@@ -217,7 +220,7 @@ class Generator(Kind):
 
     # ---- validation -----------------------------------------------------------------------------
 
-    def onnx_checks(self, sessions, model, trained, task, loader, device):
+    def onnx_checks(self, sessions, model, trained, task, loader, device, gates):
         """Parity on logits and state, the test loss, greedy generation and latency, ONNX against
         PyTorch: decoding (batch 1) on the latency session, parity and the test loss on the throughput one."""
         model.eval()
@@ -228,7 +231,9 @@ class Generator(Kind):
         greedy = [generate(step, zero(1), prompt, GREEDY_CHARS, 0.0, 0)
                   for step, zero in ((ours, ours_zero), (theirs, theirs_zero))]
         onnx_speed, torch_speed = decode_latency(ours, ours_zero, device), decode_latency(theirs, theirs_zero, device)
-        return {"max_abs_diff": step_diff(bulk, theirs, generator_parity_cases(trained.spec["args"])),
+        outputs, states = step_parity(bulk, theirs, generator_parity_cases(trained.spec["args"]), gates)
+        return {"max_abs_diff": max(outputs.max_abs_diff, states.max_abs_diff),
+                **outputs.record("parity", gates.outputs), **states.record("state_parity", gates.states),
                 "onnx_metric": stream_loss(bulk, ours_zero, test_ids, task.train.eval_streams, task.train.block_size),
                 "greedy_chars": GREEDY_CHARS, "greedy_identical": greedy[0] == greedy[1],
                 "ms_per_char": onnx_speed["ms_per_char"], "torch_ms_per_char": torch_speed["ms_per_char"],
@@ -237,7 +242,7 @@ class Generator(Kind):
                 "torch_prompt_chars_per_s": torch_speed["prompt_chars_per_s"],
                 "speedup_vs_torch_prompt": onnx_speed["prompt_chars_per_s"] / torch_speed["prompt_chars_per_s"]}
 
-    def int8_checks(self, sessions, trained, task, loader, fp32):
+    def int8_checks(self, sessions, trained, task, loader, fp32, rule):
         """ms per character and prompt reading, speed-ups, and the test-loss gate."""
         step, zero = session_step(sessions["latency"]), session_zero_state(sessions["latency"])
         speed = decode_latency(step, zero, torch.device("cpu"))
@@ -246,7 +251,7 @@ class Generator(Kind):
         return {"int8_ms_per_char": speed["ms_per_char"], "int8_prompt_chars_per_s": speed["prompt_chars_per_s"],
                 "int8_speedup_vs_torch_per_char": fp32["torch_ms_per_char"] / speed["ms_per_char"],
                 "int8_speedup_vs_fp32_per_char": fp32["ms_per_char"] / speed["ms_per_char"],
-                **int8_gate(loss, fp32["onnx_metric"], self.int8_rule)}
+                **int8_gate(loss, fp32["onnx_metric"], rule)}
 
     # ---- the report -----------------------------------------------------------------------------
 
