@@ -29,7 +29,7 @@ from pipeline.plots import epoch_axis, pyplot, read_csv
 
 log = logging.getLogger(__name__)
 
-README, RESULTS_PAGE = Path("README.md"), Path("docs/results.md")   # the generated results blocks
+README, RESULTS_PAGE, GATES_PAGE = Path("README.md"), Path("docs/results.md"), Path("docs/validation.md")
 OTHER_HOSTS = "hosts.json"   # under paths.metrics: the same runs' figures from other CPU kinds (docs/results.md)
 
 
@@ -217,6 +217,26 @@ def full_tables(markdown: str) -> str:
     return "\n\n".join(f"**{t[3:]}**\n\n{tab}" for t, tab in zip(titles, tables.split("\n\n")))
 
 
+def margins_table(config: Config) -> str:
+    """Each run's gates on the CPU as a fraction of their limits (<= 1 passes; the rest is the
+    margin), from its validation record, with the host it ran on."""
+    train = train_metrics(config)
+    rows = []
+    for run, r in config.runs.items():
+        record = read_json(run_paths(config.paths, r.task, r.model, r.head).onnx_metrics).get("cpu", {})
+        if record.get("status") != "ok" or "parity" not in record:
+            continue
+        rows.append([run, f"`{train[run].get('host', 'unrecorded')}`", f"{record['parity']:.2g} ({record['parity_at']})",
+                     fmt(record.get("state_parity"), 2) if "state_parity" in record else "–",
+                     f"{record['metric_delta'] / record['metric_limit']:.2g}",
+                     f"{record['int8_metric_change'] / record['int8_metric_change_limit']:.2g}"
+                     if "int8_metric_change" in record else "–",
+                     f"{record['max_abs_diff']:.2g}"])
+    header = ["run", "host", "parity / tolerance (worst output)", "state parity / tolerance",
+              "test metric change / limit", "INT8 metric change / limit", "max abs diff"]
+    return markdown_table(header, rows)
+
+
 def replace_block(text: str, name: str, body: str, source: Path) -> str:
     """`text` with its generated block `<!-- name:start -->` ... `<!-- name:end -->` replaced by `body`."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
@@ -227,12 +247,14 @@ def replace_block(text: str, name: str, body: str, source: Path) -> str:
 
 
 def results_pages(config: Config, markdown: str, champions: dict[str, str]) -> dict[Path, str]:
-    """{file: its new text}: the README's one-row-per-task table, and docs/results.md's full
-    tables and its by-host table."""
+    """{file: its new text}: the README's one-row-per-task table, docs/results.md's full tables
+    and by-host table, and docs/validation.md's margins."""
     readme = replace_block(README.read_text(encoding="utf-8"), "results", headline_table(config, champions), README)
     page = replace_block(RESULTS_PAGE.read_text(encoding="utf-8"), "results",
                          full_tables(markdown) + "\n\n" + host_line(config), RESULTS_PAGE)
-    return {README: readme, RESULTS_PAGE: replace_block(page, "hosts", hosts_table(config), RESULTS_PAGE)}
+    gates = replace_block(GATES_PAGE.read_text(encoding="utf-8"), "margins", margins_table(config), GATES_PAGE)
+    return {README: readme, RESULTS_PAGE: replace_block(page, "hosts", hosts_table(config), RESULTS_PAGE),
+            GATES_PAGE: gates}
 
 
 def missing_handoffs(config: Config) -> list[str]:

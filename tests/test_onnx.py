@@ -134,8 +134,9 @@ class ScaledModel(torch.nn.Module):
 
 
 def test_the_parity_gate_judges_a_difference_at_its_outputs_scale(pipeline_repo, tmp_path):
-    """The same forecaster with its outputs x1000 gets the same verdict (the old absolute gate,
-    max |d| <= 1e-4, would fail it on rounding alone); a wrong export fails at any scale."""
+    """The same forecaster with its outputs x1024 (a power of two: the scaling itself rounds
+    nothing) gets the same verdict, where the old absolute gate (max |d| <= 1e-4) would fail it
+    on rounding alone; a wrong export fails at any scale."""
     repo, *_ = pipeline_repo
     torch_model, spec = load_checkpoint(repo / "models/etth1-lstm/model.pt")
     meta = json.loads((repo / "data/prepared/etth1/series/meta.json").read_text())
@@ -148,13 +149,14 @@ def test_the_parity_gate_judges_a_difference_at_its_outputs_scale(pipeline_repo,
     weights.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weights) * 1.02, weights.name))
     onnx.save(model, str(tmp_path / "wrong.onnx"))
     wrong_session, _ = open_session(tmp_path / "wrong.onnx", PROVIDERS["cpu"])
-    for session_, expected in ((session, True), (wrong_session, False)):
+    verdicts = {}
+    for name, session_ in (("right", session), ("wrong", wrong_session)):
         found = {factor: kind.parity(Scaled(session_, factor), ScaledModel(torch_model, factor), inputs, cpu, tolerance)
-                 for factor in (1.0, 1000.0)}
-        assert (found[1.0].worst <= 1) is (found[1000.0].worst <= 1) is expected
-        assert found[1000.0].worst == pytest.approx(found[1.0].worst, rel=1e-3, abs=1e-6)
-        assert found[1000.0].max_abs_diff == pytest.approx(1000 * found[1.0].max_abs_diff, rel=1e-3)
-    assert found[1.0].max_abs_diff > 0   # the wrong export really differs
+                 for factor in (1.0, 1024.0)}
+        assert found[1024.0].worst == pytest.approx(found[1.0].worst, rel=1e-6)               # the same verdict
+        assert found[1024.0].max_abs_diff == pytest.approx(1024 * found[1.0].max_abs_diff, rel=1e-6)  # an absolute gate's would move
+        verdicts[name] = found[1.0].worst
+    assert verdicts["right"] <= 1 < 10 < verdicts["wrong"]   # the wrong export fails far past any rounding
 
 
 def test_scaled_error_is_the_allclose_form_at_the_references_own_scale():
@@ -163,8 +165,8 @@ def test_scaled_error_is_the_allclose_form_at_the_references_own_scale():
     close = reference * (1 + 1e-5 * rng.standard_normal(1000))     # rounding-sized, relative
     far = reference + 0.1 * rng.standard_normal(1000)               # a wrong graph
     for factor in (1e-3, 1.0, 1e3):
-        assert scaled_error(factor * close, factor * reference, 1e-3, 1e-3) == pytest.approx(
-            scaled_error(close, reference, 1e-3, 1e-3), rel=1e-6) < 0.1
+        error = scaled_error(factor * close, factor * reference, 1e-3, 1e-3)
+        assert error == pytest.approx(scaled_error(close, reference, 1e-3, 1e-3), rel=1e-6) and error < 0.1
         assert scaled_error(factor * far, factor * reference, 1e-3, 1e-3) > 1
     # near zero the absolute term (in units of the reference's rms) takes over
     assert scaled_error(np.array([1e-4, 1.0]), np.array([0.0, 1.0]), 1e-3, 1e-3) == pytest.approx(
@@ -275,6 +277,22 @@ def test_predict_forecasts_from_a_csv_slice_without_torch(pipeline_repo, tmp_pat
     out = json.loads(result.stdout)["predictions"]
     assert out["horizon"] == 12 and len(out["forecast"]) == 12 and set(out["forecast"][0]) == set(out["columns"])
     assert out["after"] == lines[40].split(",")[0]
+
+
+def test_predict_forecasts_a_whole_history_over_the_row_limit_from_its_last_lookback_rows(pipeline_repo, tmp_path):
+    repo, mirror, *_ = pipeline_repo
+    header, *rows = (mirror / "ETTh1.csv").read_text().splitlines()
+    model = onnx_path(repo, "etth1-gru")
+    limit = json.loads({p.key: p.value for p in onnx.load(str(model)).metadata_props}["rb.serve_limits"])["max_series_rows"]
+    history = (rows * (limit // len(rows) + 2))[: limit + 1000]   # a user's whole file: over the served limit
+    whole, tail = tmp_path / "history.csv", tmp_path / "tail.csv"
+    whole.write_text("\n".join([header, *history]) + "\n")
+    tail.write_text("\n".join([header, *history[-24:]]) + "\n")
+    full, last = predict(repo, str(model), "--csv", str(whole)), predict(repo, str(model), "--csv", str(tail))
+    assert full.returncode == 0 and last.returncode == 0, full.stderr
+    assert json.loads(full.stdout)["predictions"] == json.loads(last.stdout)["predictions"]
+    n = len(history)
+    assert f"history.csv: forecasting from its last 24 of {n:,} data rows (lines {n - 22:,}-{n + 1:,})" in full.stderr
 
 
 def test_predict_rejects_bad_input_clearly(pipeline_repo, tmp_path, capsys):

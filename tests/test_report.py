@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.report import (
@@ -59,15 +61,16 @@ def test_the_report_says_ties_for_a_difference_inside_the_tolerance_and_never_ca
 def results_blocks_problems(repo) -> list[str]:
     """The README's and docs/results.md's generated blocks against what `pipeline.report
     --readme` makes of the metrics, all as committed in `repo` (its files, not a local run's)."""
-    config = load_config(repo / "params.yaml")
-    markdown, champions, _ = build_report(config, repo / "reports")
-    return [f"{path}: results differ from the committed metrics; run `python -m pipeline.report --readme`"
-            for path, text in results_pages(config, markdown, champions).items()
-            if text != (repo / path).read_text(encoding="utf-8")]
+    with contextlib.chdir(repo):   # the config's paths are relative to the repository
+        config = load_config()
+        markdown, champions, _ = build_report(config, Path("reports"))
+        return [f"{path}: results differ from the committed metrics; run `python -m pipeline.report --readme`"
+                for path, text in results_pages(config, markdown, champions).items()
+                if text != path.read_text(encoding="utf-8")]
 
 
 def test_readme_and_docs_results_blocks_match_the_committed_metrics(tmp_path, monkeypatch):
-    repo = committed_tree(tmp_path)   # what HEAD holds: a local dvc repro rewrites metrics/, not HEAD
+    repo = committed_tree(tmp_path / "head")   # what HEAD holds: a local dvc repro rewrites metrics/, not HEAD
     monkeypatch.chdir(repo)
     assert results_blocks_problems(repo) == []
     config = load_config(repo / "params.yaml")
@@ -78,7 +81,7 @@ def test_readme_and_docs_results_blocks_match_the_committed_metrics(tmp_path, mo
     assert "Host: `" in (repo / "README.md").read_text(encoding="utf-8")
 
 
-def test_the_results_check_reads_commits_not_the_working_tree(tmp_path, monkeypatch):
+def test_the_results_check_reads_commits_not_the_working_tree(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
@@ -86,7 +89,6 @@ def test_the_results_check_reads_commits_not_the_working_tree(tmp_path, monkeypa
     changed = {**json.loads(metrics.read_text()), "test/acc": 0.8123}
     # A local run rewrote metrics/ (another host, another figure): the committed blocks still hold.
     metrics.write_text(json.dumps(changed))
-    monkeypatch.chdir(tmp_path)
     assert results_blocks_problems(committed_tree(tmp_path / "head", clone)) == []
     # The same change committed without regenerating the README: the check fails on both pages.
     subprocess.run([*git, "commit", "--quiet", "-am", "metrics without the README"], cwd=clone, check=True)
