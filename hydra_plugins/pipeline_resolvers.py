@@ -6,6 +6,6 @@ composes params.yaml, so the resolvers exist there too. pipeline.config register
 itself for `python -m pipeline.config`.
 """
 
-from pipeline.config import register_resolvers
+from pipeline.compose import register_resolvers
 
 register_resolvers()

@@ -29,10 +29,10 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """(model in eval mode, model_args)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    spec = checkpoint["model_args"]
-    model = build_model(spec["head"], spec["args"])
+    model_args = checkpoint["model_args"]
+    model = build_model(model_args["head"], model_args["args"])
     model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), spec
+    return model.eval(), model_args
 
 
 def paths_of(config: Config, task_name: str, model_name: str) -> RunPaths:
@@ -49,14 +49,14 @@ class TrainedRun:
     """A trained model with its prepared-data meta and its training figures."""
 
     model: nn.Module
-    spec: dict            # model_args: {head, args}
+    model_args: dict      # {head, args}: what rebuilds the model
     meta: dict            # the prepared data's meta.json
     metrics: dict         # metrics/train/<run>.json
     paths: RunPaths
 
     @property
     def head(self) -> str:
-        return self.spec["head"]
+        return self.model_args["head"]
 
     @property
     def test_metrics(self) -> dict:
@@ -65,6 +65,6 @@ class TrainedRun:
 
 def load_trained(config: Config, task_name: str, model_name: str) -> TrainedRun:
     paths = paths_of(config, task_name, model_name)
-    model, spec = load_checkpoint(paths.checkpoint)
+    model, model_args = load_checkpoint(paths.checkpoint)
     meta = read_json(Path(config.task[task_name].paths.prepared) / "meta.json")
-    return TrainedRun(model, spec, meta, read_json(paths.train_metrics), paths)
+    return TrainedRun(model, model_args, meta, read_json(paths.train_metrics), paths)

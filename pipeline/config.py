@@ -1,7 +1,7 @@
-"""The typed schema of the configuration, its composition from conf/, and params.yaml.
+"""The typed schema of the configuration, and params.yaml loaded through it.
 
 conf/ is the one hand-edited config. It is composed by Hydra into params.yaml, which DVC
-stages read. Regenerate params.yaml with:
+stages read (pipeline/compose.py). Regenerate params.yaml with:
 
     python -m pipeline.config [override ...]      # e.g. task.etth1.prepare.horizon=192
 
@@ -19,15 +19,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, create_model, model_validator
 
-from pipeline.kinds import (
-    SPECS,
-    classifier_spec,
-    forecaster_spec,
-    generator_spec,
-    spec_of,
-)
+from pipeline.data import SETTINGS as DATA_SETTINGS
+from pipeline.kinds import SETTINGS as HEAD_SETTINGS
 from pipeline.layout import run_name
-from pipeline.schema import Checksum, ConfigError, Dropout, PositiveInt, Section  # noqa: F401  (re-exported)
+from pipeline.schema import ConfigError, PositiveInt, Section  # noqa: F401  (ConfigError: re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
@@ -50,153 +45,17 @@ class PathsConfig(Section):
     checkpoints: str
 
 
-# ---- data sources ---------------------------------------------------------------------
+# ---- tasks: each data kind's schema (pipeline/data/*_settings.py) -------------------------
 
 
-class OfflineSource(Section):
-    filename: str = Field(min_length=1)
-    checksum: Checksum
-
-
-class SourceConfig(Section):
-    url: str = Field(min_length=1, description="http(s) URL, file:// URL or local path")
-    checksum: Checksum
-    offline: OfflineSource | None = None
-
-
-class TaskPaths(Section):
-    raw: str
-    prepared: str
-    card: str
-    embeddings: str | None = None  # text tasks: pretrained word vectors (stage embed)
-
-
-class ImdbPrepare(Section):
-    vocab_size: int = Field(ge=3, description="including [PAD] and [UNK]")
-    min_freq: PositiveInt
-    vocab_from_unsup: bool
-    max_len: PositiveInt
-    truncation_side: Literal["left", "right"]
-    val_fraction: float = Field(gt=0, lt=1)
-    split_seed: int = Field(ge=0)
-
-
-class TimeseriesPrepare(Section):
-    time_column: str
-    columns: list[str] | None = Field(min_length=1)
-    target: str
-    features: Literal["M", "S"]
-    missing: Literal["error", "ffill"]
-    lookback: PositiveInt
-    horizon: PositiveInt
-    borders: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None
-    ratios: Annotated[list[Annotated[float, Field(gt=0, lt=1)]],
-                      Field(min_length=3, max_length=3)] | None
-    units: dict[str, str] | None = None   # column -> unit, for figure labels only
-
-    @model_validator(mode="after")
-    def _one_split_rule(self) -> "TimeseriesPrepare":
-        if (self.borders is None) == (self.ratios is None):
-            raise ValueError("set exactly one of borders ([train_end, val_end, test_end]) "
-                             "and ratios ([train, val, test])")
-        if self.borders is not None and not self.borders[0] < self.borders[1] < self.borders[2]:
-            raise ValueError(f"borders must increase, found {self.borders}")
-        if self.ratios is not None and sum(self.ratios) > 1 + 1e-9:
-            raise ValueError(f"ratios must sum to at most 1, found {self.ratios}")
-        return self
-
-
-class TaskTrain(Section):
-    epochs: PositiveInt
-    batch_size: PositiveInt
-    eval_batch_size: PositiveInt
-    precision: Literal["fp32", "bf16"] | None = None   # this task's own train.precision
-    lr: float | None = Field(None, gt=0)                # this task's own train.lr (AdamW peak learning rate)
-
-
-class CharLmPrepare(Section):
-    train_fraction: float = Field(gt=0, lt=1, description="the first part of the text (nanoGPT: 0.9)")
-    val_fraction: float = Field(gt=0, lt=1, description="of the rest: its first part is val, the remainder test")
-
-
-class CharLmTrain(TaskTrain):
-    block_size: Annotated[int, Field(ge=2)]   # characters per training window (random offsets)
-    steps_per_epoch: PositiveInt             # an epoch is this many batches of random windows
-    lr: float = Field(gt=0)                  # required here: character models want their own
-    eval_streams: PositiveInt                # val/test are read as this many contiguous streams
-    sample_prompt: str = Field(min_length=1)  # the fixed prompt of the samples logged every epoch
-
-
-class EmbeddingsConfig(Section):
-    dim: PositiveInt
-    window: PositiveInt
-    epochs: PositiveInt
-    skip_gram: bool
-    seed: int = Field(ge=0)
-
-
-class Anchors(Section):
-    """Published figures on a task's dataset under one protocol (conf/task/<name>.yaml): the
-    report prints them beside the task's runs when the task's prepare settings match `protocol`."""
-
-    dataset: str | None = None   # the checksum of the source they are about (task.<name>.source.checksum)
-    protocol: dict[str, Any] = Field(default_factory=dict)   # prepare settings the figures hold for
-    source: str = Field(min_length=1)                          # where the figures are published
-    figures: dict[str, dict[str, float]] = Field(min_length=1)  # model -> {metric key: value}
-
-
-class TaskBase(Section):
-    source: SourceConfig
-    paths: TaskPaths
-    anchors: list[Anchors] = Field(default_factory=list)  # none for a dataset without published figures
-    # The models this task trains (names under model:); all of them when left out. Opting a
-    # slow task out of a model keeps the full `dvc repro` inside its time budget.
-    models: list[str] | None = Field(default=None, min_length=1)
-    # The model head it trains (a kind, pipeline/kinds/); each data kind has its own default.
-    head: str
-
-    @property
-    def metric(self) -> str:
-        """The metric that picks the best epoch and the champion: the head's."""
-        return spec_of(self.head).METRIC
-
-    @property
-    def maximize(self) -> bool:
-        return spec_of(self.head).MAXIMIZE
-
-
-class ImdbTask(TaskBase):
-    kind: Literal["imdb"]
-    prepare: ImdbPrepare
-    embeddings: EmbeddingsConfig
-    train: TaskTrain
-    head: str = classifier_spec.NAME
-
-
-class TimeseriesTask(TaskBase):
-    kind: Literal["timeseries"]
-    prepare: TimeseriesPrepare
-    train: TaskTrain
-    head: str = forecaster_spec.NAME
-
-
-class CharLmTask(TaskBase):
-    kind: Literal["charlm"]
-    prepare: CharLmPrepare
-    train: CharLmTrain
-    head: str = generator_spec.NAME
-
-
-TASK_TYPES = {"imdb": ImdbTask, "timeseries": TimeseriesTask, "charlm": CharLmTask}  # task kind -> its schema
-TaskConfig = Annotated[Union[tuple(TASK_TYPES.values())], Field(discriminator="kind")]
-TASK_KINDS = tuple(TASK_TYPES)
+TaskConfig = Any   # one data kind's `Task` (pipeline/data/<kind>_settings.py); `schema()` builds the union
 
 # ---- model, training, export, tracking ------------------------------------------------
 
 
 class ModelBase(Section):
-    """model.<name>: the cell, and one section of settings per kind of head (its spec's
-    `Settings`, pipeline/kinds/*_spec.py). A section may be left out where no task trains
+    """model.<name>: the cell, and one section of settings per kind of head (its
+    `Settings`, pipeline/kinds/*_settings.py). A section may be left out where no task trains
     that head with this model."""
 
     cell: Literal["lstm", "gru", "lstm_peephole"]
@@ -300,15 +159,17 @@ class TrackingConfig(Section):
 
 
 class Run(Section):
-    """One (task, model) pair: one train, export and validate stage each in dvc.yaml."""
+    """One (task, model) pair: one train, export and validate stage each in dvc.yaml. `head`
+    and `data` (the task's data kind) name the modules the run's stages import, and list as deps."""
 
     task: str
     model: str
     head: str
+    data: str
 
 
 def default_head(kind: str) -> str:
-    return TASK_TYPES[kind].model_fields["head"].default
+    return DATA_SETTINGS[kind].Task.model_fields["head"].default
 
 
 def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -321,28 +182,18 @@ def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict
     pairs = {}
     for task_name, task in tasks.items():
         kind = task["kind"]
-        if kind not in TASK_TYPES:  # left to the schema, which names the key and the kinds
+        if kind not in DATA_SETTINGS:  # left to the schema, which names the key and the kinds
             continue
         for model_name in task.get("models") or models:
             pairs[run_name(task_name, model_name)] = {"task": task_name, "model": model_name,
-                                                  "head": task.get("head") or default_head(kind)}
+                                                  "head": task.get("head") or default_head(kind), "data": kind}
     return pairs
 
 
-def register_resolvers() -> None:
-    """`${runs:${task},${model}}` in conf/; Hydra's plugin discovery calls this for DVC too
-    (hydra_plugins/pipeline_resolvers.py)."""
-    from omegaconf import OmegaConf
-
-    OmegaConf.register_new_resolver(
-        "runs", lambda tasks, models: OmegaConf.create(derive_runs(OmegaConf.to_container(tasks, resolve=True),
-                                                                   OmegaConf.to_container(models, resolve=True))),
-        replace=True)
-
-
 class Config(Section):
-    """The whole configuration. Its `model` sections follow the registered kinds, so the class
-    that validates is `schema()`, built from this one and pipeline.kinds.SPECS."""
+    """The whole configuration. Its `model` and `task` sections follow the registered kinds of
+    head and of data, so the class that validates is `schema()`, built from this one and every
+    kind's settings (pipeline.kinds.SETTINGS, pipeline.data.SETTINGS)."""
 
     paths: PathsConfig
     task: dict[str, TaskConfig] = Field(min_length=1)
@@ -367,8 +218,8 @@ class Config(Section):
                 raise ValueError(f"task.{name}.models: {unknown} are not models; "
                                  f"expected some of {sorted(self.model)}")
         for name, task in self.task.items():
-            if task.head not in SPECS:
-                raise ValueError(f"task.{name}.head: no kind {task.head!r}; the kinds are {sorted(SPECS)}")
+            if task.head not in HEAD_SETTINGS:
+                raise ValueError(f"task.{name}.head: no kind {task.head!r}; the kinds are {sorted(HEAD_SETTINGS)}")
         expected = derive_runs({n: t.model_dump() for n, t in self.task.items()}, self.model)
         found = {name: run.model_dump() for name, run in self.runs.items()}
         if found != expected:
@@ -386,44 +237,27 @@ class Config(Section):
 
 
 @lru_cache(maxsize=None)
-def _schema(kinds: tuple[tuple[str, type], ...]) -> type[Config]:
+def _schema(heads: tuple[tuple[str, type], ...], tasks: tuple[type, ...]) -> type[Config]:
     model = create_model("ModelConfig", __base__=ModelBase,
-                         **{name: (settings | None, None) for name, settings in kinds})
-    return create_model("Config", __base__=Config, model=(dict[str, model], Field(min_length=1)))
+                         **{name: (settings | None, None) for name, settings in heads})
+    task = Annotated[Union[tasks], Field(discriminator="kind")] if len(tasks) > 1 else tasks[0]
+    return create_model("Config", __base__=Config, model=(dict[str, model], Field(min_length=1)),
+                        task=(dict[str, task], Field(min_length=1)))
 
 
 def schema() -> type[Config]:
-    """The Config class for the kinds registered now."""
-    return _schema(tuple((name, spec.Settings) for name, spec in SPECS.items()))
+    """The Config class for the kinds of head and of data registered now."""
+    return _schema(tuple((name, settings.Settings) for name, settings in HEAD_SETTINGS.items()),
+                   tuple(settings.Task for settings in DATA_SETTINGS.values()))
 
 
-# ---- composition and loading ----------------------------------------------------------
-
-
-def compose(overrides: list[str] | None = None, config_dir: Path = CONF_DIR) -> dict[str, Any]:
-    """Compose conf/ with Hydra, resolved, exactly as DVC's Hydra support does."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    register_resolvers()
-    with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
-    OmegaConf.resolve(cfg)
-    return OmegaConf.to_container(cfg)  # type: ignore[return-value]
-
-
-def to_yaml(container: dict[str, Any]) -> str:
-    """The text DVC writes for a composed config (OmegaConf's YAML dump)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(OmegaConf.create(container))
+# ---- loading -----------------------------------------------------------------------------
 
 
 def _describe(error: dict[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
     # A tagged union puts the tag into the location (task.imdb.imdb.prepare...); drop it.
-    if len(loc) > 2 and loc[0] == "task" and loc[2] in TASK_KINDS:
+    if len(loc) > 2 and loc[0] == "task" and loc[2] in DATA_SETTINGS:
         del loc[2]
     key = ".".join(loc) or "<root>"
     if error["type"] == "extra_forbidden":
@@ -479,53 +313,8 @@ def stage_args(module: str, names: list[str], argv: list[str] | None) -> list[st
     return args
 
 
-def _override_error(overrides: list[str], exc: Exception) -> str:
-    """One line for overrides that Hydra rejects; a misspelt key gets the nearest valid keys."""
-    import difflib
-    import re
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    text = str(exc).split("\nConfig search path:")[0].strip()  # Hydra's message, in one line
-    text = re.sub(r"\n[ \t]+", ", ", re.sub(r":\s*\n[ \t]+", ": ", text))  # indented lists
-    message = re.sub(r"([.?!]); ", r"\1 ", re.sub(r"\s*\n\s*", "; ", text))
-    if exc.__cause__ is not None and str(exc.__cause__).splitlines()[0] not in message:
-        message += f" ({str(exc.__cause__).splitlines()[0]})"
-    parser, parsed = OverridesParser.create(), []
-    for line in overrides:
-        try:
-            parsed.append(parser.parse_override(line))
-        except HydraException:  # then exc is this syntax error
-            return f"conf/: override {line}: {message}"
-    bad = next((o for o in parsed if o.input_line in str(exc) or re.search(
-        rf"(?<![\w.@/+~]){re.escape(o.key_or_group)}(?![\w@/]|\.\w)", str(exc))), None)
-    if bad is None:
-        return f"conf/: {message}"
-    head = f"conf/: override {bad.input_line}"
-    try:  # the valid keys: the composition without the bad override
-        node = compose([o for o in overrides if o != bad.input_line])
-    except (HydraException, OmegaConfBaseException):
-        return f"{head}: {message}"
-    seen: list[str] = []
-    for part in bad.key_or_group.split("."):
-        if not isinstance(node, dict) or part not in node:
-            break
-        node, seen = node[part], [*seen, part]
-    else:  # the key exists: some other mistake, in Hydra's words
-        return f"{head}: {message}"
-    if not isinstance(node, dict):
-        kind = type(node).__name__
-        return f"{head}: no such key {part!r}: {'.'.join(seen)} holds a {kind}, not keys"
-    keys = sorted(str(key) for key in node)
-    near = difflib.get_close_matches(part, keys, n=3)
-    hint = f"; did you mean {' or '.join(near)}?" if near else ""
-    where = f"under {'.'.join(seen)}" if seen else "at the top level"
-    return f"{head}: no such key {part!r} {where}{hint} (valid keys: {', '.join(keys)})"
-
-
 def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.config`: compose conf/ into params.yaml (pipeline/compose.py)."""
     parser = argparse.ArgumentParser(
         description="Compose conf/ into params.yaml (validated). Pass Hydra overrides.")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. train.lr=0.001")
@@ -533,33 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="only check that the output equals a fresh composition")
     args = parser.parse_args(argv)
+    from pipeline.compose import write_params
 
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        container = compose(args.overrides)
-    except (HydraException, OmegaConfBaseException) as exc:  # an override that Hydra rejects
-        print(_override_error(args.overrides, exc), file=sys.stderr)
-        return 2
-    try:
-        validate(container, source="conf/ (composed)")
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    text = to_yaml(container)
-    output = Path(args.output)
-    if args.check:
-        if not output.is_file() or output.read_text(encoding="utf-8") != text:
-            print(f"{output} differs from conf/; run `python -m pipeline.config`", file=sys.stderr)
-            return 1
-        print(f"{output} is up to date with conf/")
-        return 0
-    from pipeline.files import write_text_atomic
-
-    write_text_atomic(output, text)
-    print(f"wrote {output}")
-    return 0
+    return write_params(args.overrides, Path(args.output), args.check)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,16 @@
-"""Prepared arrays -> torch datasets and loaders, for every task kind.
+"""Prepared arrays -> loaders, for every data kind: each kind's module makes its datasets
+(`split_datasets`, pipeline/data/<kind>.py: a `SplitData` per split), this module batches them.
 
-IMDB batches are length-bucketed: similar lengths share a batch, and each batch is cut to
-its longest row, so little time goes into padding. Every order is drawn from a generator
+Datasets with `lengths` are length-bucketed: similar lengths share a batch, and the kind's
+`collate` may cut each batch to its longest row (IMDB), so little time goes into padding. Every order is drawn from a generator
 seeded by (seed, epoch), so an epoch replays identically after a resume.
 
 Under DDP every process draws the same global batches and takes its own slice of each:
 N processes step through exactly the batches that one process would, so the batch size in
 the config is the global batch whatever N is.
 
-Character-level text trains on windows of `block_size` characters at random offsets: an
-epoch is `steps_per_epoch` batches of them, drawn afresh each epoch. Its val and test
-loaders hold consecutive windows (the whole split is also scored as contiguous streams,
-state carried: pipeline/kinds/generator.py).
+A dataset may cap an epoch at `max_batches` batches (character-level text: windows at random
+offsets, `steps_per_epoch` batches of them drawn afresh each epoch).
 """
 
 from __future__ import annotations
@@ -19,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
-from pipeline.data.timeseries import n_windows
+from pipeline.data.registry import data_kind
 from pipeline.files import file_digest, read_json
 
 BUCKET_POOL = 50  # batches per pool that is sorted by length
@@ -43,61 +41,6 @@ def prepared_digest(prepared_dir: str | Path) -> str:
     for path in sorted(Path(prepared_dir).iterdir()):
         digest.update(path.name.encode() + b"\0" + file_digest(path).encode())
     return digest.hexdigest()
-
-
-class TokenDataset(Dataset):
-    def __init__(self, ids: np.ndarray, labels: np.ndarray):
-        self.ids = torch.from_numpy(ids.astype(np.int64))
-        self.labels = torch.from_numpy(labels.astype(np.int64))
-        self.lengths = (self.ids != 0).sum(1)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return self.ids[index], self.labels[index]
-
-
-def trim_collate(batch):
-    """Stack token rows and cut the batch to its longest row (rows are right-padded)."""
-    ids = torch.stack([row for row, _ in batch])
-    labels = torch.stack([label for _, label in batch])
-    longest = int((ids != 0).sum(1).max().clamp(min=1))
-    return ids[:, :longest], labels
-
-
-class WindowDataset(Dataset):
-    """Stride-1 windows over a scaled series: (past [L, C], future [H, C])."""
-
-    def __init__(self, series: np.ndarray, lookback: int, horizon: int):
-        self.series = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))
-        self.lookback, self.horizon = lookback, horizon
-        self.count = n_windows(len(series), lookback, horizon)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index):
-        end = index + self.lookback
-        return self.series[index:end], self.series[end:end + self.horizon]
-
-
-class CharWindows(Dataset):
-    """(x, y) windows of a character-id sequence: y is x shifted by one character.
-    Window i starts at i * stride."""
-
-    def __init__(self, ids: np.ndarray, block_size: int, stride: int = 1):
-        self.ids = torch.from_numpy(ids.astype(np.int64))
-        self.block_size, self.stride = block_size, stride
-        self.count = max(0, (len(ids) - block_size - 1) // stride + 1)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index):
-        start = index * self.stride
-        window = self.ids[start:start + self.block_size + 1]
-        return window[:-1], window[1:]
 
 
 def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
@@ -166,28 +109,15 @@ def _loader(dataset, batch_size, shuffle, seed, num_workers, lengths=None, colla
 
 def load_task_data(kind: str, prepared_dir: str | Path, train, seed: int, num_workers: int = 0, rank: int = 0,
                    world_size: int = 1) -> TaskData:
-    """Loaders for the three splits (`train`: the task's train settings); only train is
-    sharded across ranks (rank 0 evaluates)."""
+    """Loaders for the three splits of a task of data kind `kind` (`train`: the task's train
+    settings), over the datasets its module makes (`split_datasets`, pipeline/data/<kind>.py);
+    only train is sharded across ranks (rank 0 evaluates)."""
     prepared_dir = Path(prepared_dir)
     meta = read_json(prepared_dir / "meta.json")
     loaders = {}
-    for split in ("train", "val", "test"):
+    for split, found in data_kind(kind).split_datasets(prepared_dir, meta, train).items():
         size, shuffle = (train.batch_size, True) if split == "train" else (train.eval_batch_size, False)
         ranks = dict(rank=rank, world_size=world_size) if split == "train" else {}
-        if kind == "charlm":
-            ids = np.load(prepared_dir / f"{split}.npy")
-            if split == "train":  # random offsets, a fixed number of batches per epoch
-                loaders[split] = _loader(CharWindows(ids, train.block_size), size, shuffle, seed, num_workers,
-                                         max_batches=train.steps_per_epoch, **ranks)
-            else:
-                loaders[split] = _loader(CharWindows(ids, train.block_size, stride=train.block_size), size,
-                                         shuffle, seed, num_workers)
-            continue
-        arrays = np.load(prepared_dir / f"{split}.npz")
-        if kind == "imdb":
-            dataset = TokenDataset(arrays["ids"], arrays["labels"])
-            loaders[split] = _loader(dataset, size, shuffle, seed, num_workers, dataset.lengths, trim_collate, **ranks)
-        else:
-            dataset = WindowDataset(arrays["series"], meta["lookback"], meta["horizon"])
-            loaders[split] = _loader(dataset, size, shuffle, seed, num_workers, **ranks)
+        loaders[split] = _loader(found.dataset, size, shuffle, seed, num_workers, found.lengths, found.collate,
+                                 max_batches=found.max_batches, **ranks)
     return TaskData(**loaders, meta=meta, digest=prepared_digest(prepared_dir))

@@ -18,14 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import (
-    ConfigError,
-    EmbeddingsConfig,
-    ImdbTask,
-    load_task,
-    stage_args,
-)
+from pipeline.config import ConfigError, load_task, stage_args
 from pipeline.data.imdb import read_reviews
+from pipeline.data.imdb_settings import EmbeddingsConfig
+from pipeline.data.imdb_settings import Task as ImdbTask
 from pipeline.files import atomic_dir, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -71,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, task = load_task(name)
         if not isinstance(task, ImdbTask):
-            raise ConfigError(f"task.{name} is not a text task (kind {task.kind}); embeddings are for imdb")
+            raise ConfigError(f"task.{name} is not a text task (kind {task.kind}); embeddings are for "
+                              "labelled-review tasks (pipeline/data/imdb.py)")
         start = time.perf_counter()
         sentences = training_corpus(task.paths.raw, task.paths.prepared)
         meta = read_json(Path(task.paths.prepared) / "meta.json")

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         config, _ = load_task(task_name)
         trained = load_trained(config, task_name, model_name)
         kind = kind_of(trained.head)
-        interface = kind.graph_interface(trained.spec["args"], trained.meta)
+        interface = kind.graph_interface(trained.model_args["args"], trained.meta)
         metadata = deployment_metadata(config, task_name, model_name, kind, trained.meta, trained.test_metrics)
         seconds = export_onnx(kind.export_module(trained.model), interface, trained.paths.onnx_model,
                               config.export.opset, config.export.dynamo, metadata)

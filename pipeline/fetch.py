@@ -24,7 +24,8 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, SourceConfig, load_task, stage_args
+from pipeline.config import ConfigError, load_task, stage_args
+from pipeline.schema import SourceConfig
 from pipeline.files import atomic_path, file_digest
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from pipeline.anchors import anchors_of
 from pipeline.config import ConfigError, load_task, setup_logging
 from pipeline.files import write_json_atomic, write_text_atomic
+from pipeline.markdown import has_block, number, replace_block, table
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,8 @@ def onnx_record(client, run) -> dict:
 # ---- the table --------------------------------------------------------------------------------
 
 
-def fmt(value) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
 def pair(values: dict | None) -> str:
-    return "–" if not values else f"{fmt(values.get('test/mse'))} / {fmt(values.get('test/mae'))}"
+    return "–" if not values else f"{number(values.get('test/mse'), 3)} / {number(values.get('test/mae'), 3)}"
 
 
 def average(cells: list[dict | None]) -> dict | None:
@@ -125,11 +121,6 @@ def table_rows(results: dict, models: list[str], horizons, floors: dict, publish
     return rows
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(row) + " |" for row in rows)])
-
-
 # What a run of the table trained with, from its MLflow params: the training settings that a
 # user tunes, and the cell's section (model.<kind>.*; the cell itself is the row).
 TRAINING_PARAMS = ("train.lr", "train.patience", "task.train.epochs", "task.train.batch_size")
@@ -152,7 +143,7 @@ def settings_text(runs: dict) -> str:
     return text
 
 
-def build_table(config, task_name: str, horizons, client) -> tuple[str, dict]:
+def build_table(config, task_name: str, horizons, client) -> tuple[str, dict, dict]:
     """(markdown, {(model, horizon): run details}, {file stem: validation record}) from what MLflow
     holds for the task."""
     task = config.task[task_name]
@@ -176,7 +167,7 @@ def build_table(config, task_name: str, horizons, client) -> tuple[str, dict]:
             "b64": cpu.get("speedup_vs_torch_b64")}
     published = {h: {n: v for g in anchors_of(task, horizon=h) for n, v in g.figures.items()} for h in horizons}
     header = ["cell (MSE / MAE)", *(f"H={h}" for h in horizons), "average"]
-    lines = [markdown_table(header, table_rows(results, models, horizons, floors, published))]
+    lines = [table(header, table_rows(results, models, horizons, floors, published))]
     missing = [f"{m.upper()} H={h}" for m in models for h in horizons if (m, h) not in results]
     if missing:
         lines.append(f"\nNot in MLflow yet: {', '.join(missing)}.")
@@ -186,14 +177,14 @@ def build_table(config, task_name: str, horizons, client) -> tuple[str, dict]:
                     {True: "passed", False: "**failed**", None: "–"}[d["gates_passed"]],
                     "–" if d["b1"] is None else f"{d['b1']:.2f}x / {d['b64']:.2f}x"]
                    for (m, h), d in details.items()]
-    lines += ["", markdown_table(["run", "DVC experiment", "MLflow run", "train s", "epochs",
+    lines += ["", table(["run", "DVC experiment", "MLflow run", "train s", "epochs",
                                   "ONNX gates (metrics/onnx record)", "ORT CPU speed-up b1 / b64"], detail_rows)]
     if runs:
         lines += ["", settings_text(runs)]
     return "\n".join(lines), details, records
 
 
-def report_text(task_name: str, task, table: str, seconds: float | None) -> str:
+def report_text(task_name: str, task, tables: str, seconds: float | None) -> str:
     """reports/ltsf.md: what ran, under which protocol, and the table."""
     prepare = task.prepare
     protocol = (f"features {prepare.features}, lookback L={prepare.lookback}, "
@@ -209,18 +200,16 @@ def report_text(task_name: str, task, table: str, seconds: float | None) -> str:
         "and its settings are listed under the tables. Published rows "
         "(italics) come from the task's anchors for each horizon." + timing,
         "",
-        table,
+        tables,
         ""])
 
 
-def replace_block(path: Path, task_name: str, body: str) -> bool:
-    """The task's generated block of the docs page, when the page has one; whether it had."""
-    start, end = f"<!-- ltsf:{task_name}:start -->", f"<!-- ltsf:{task_name}:end -->"
+def fill_docs_block(path: Path, task_name: str, body: str) -> bool:
+    """The task's generated block of the docs page (`ltsf:<task>`), when the page has one; whether it had."""
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
+    if not has_block(text, f"ltsf:{task_name}"):
         return False
-    write_text_atomic(path, pattern.sub(lambda _: f"{start}\n{body}\n{end}", text))
+    write_text_atomic(path, replace_block(text, f"ltsf:{task_name}", body, path))
     return True
 
 
@@ -257,11 +246,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.tracking import resolve_uri
 
-    table, details, records = build_table(config, args.task, args.horizons, MlflowClient(resolve_uri(config.tracking)))
-    write_text_atomic(args.out, report_text(args.task, task, table, seconds))
+    tables, details, records = build_table(config, args.task, args.horizons, MlflowClient(resolve_uri(config.tracking)))
+    write_text_atomic(args.out, report_text(args.task, task, tables, seconds))
     for stem, record in records.items():   # the gates of every model of the table, beside it
         write_json_atomic(args.out.parent / args.out.stem / f"{stem}.json", record)
-    replace_block(DOCS_PAGE, args.task, table)
+    fill_docs_block(DOCS_PAGE, args.task, tables)
     failed = [f"{m}@H={h}" for (m, h), d in details.items() if d["gates_passed"] is not True]
     log.info("ltsf: %s (%d runs%s)", args.out, len(details), f"; gates not passed: {failed}" if failed else "")
     return 1 if failed else 0

@@ -46,8 +46,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.generation import SAMPLING
-from pipeline.kinds import SPECS, spec_of
+from pipeline.kinds.specs import known, known_heads, spec_of
 from pipeline.layout import METADATA_PREFIX as PREFIX
 from pipeline.layout import int8_model
 from pipeline.limits import LimitError, PredictError, limits_of, within  # noqa: F401  (predict's errors)
@@ -133,9 +132,9 @@ def open_model(path: Path, provider: str = "auto"):
     if missing:
         raise PredictError(f"{path}: not a model exported by this project (metadata {PREFIX}{missing[0]} "
                            "missing); export it with `python -m pipeline.export`")
-    if meta["head"] not in SPECS:
+    if not known(meta["head"]):
         raise PredictError(f"{path}: a model of head {meta['head']!r}, which this deployment path does not know "
-                           f"(it knows {sorted(SPECS)}); update the code to the commit that exported it")
+                           f"(it knows {known_heads()}); update the code to the commit that exported it")
     print(f"predict: {meta['task']}-{meta['model']} on {session.get_providers()[0]}", file=sys.stderr)
     return session, meta
 
@@ -167,9 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", help="a CSV with the model's columns, of any length; its last L rows are used")
     parser.add_argument("--tokenizer", help="a tokenizer.json to use instead of the one inside the model")
     parser.add_argument("--prompt", help="generator: the text to continue")
-    parser.add_argument("--max-chars", type=int, default=SAMPLING["max_chars"], help="generator: characters to generate")
-    parser.add_argument("--temperature", type=float, default=SAMPLING["temperature"], help="generator: 0 = greedy")
-    parser.add_argument("--seed", type=int, default=SAMPLING["seed"], help="generator: the sampling seed")
+    # The generator's sampling defaults are its own (generator_spec.SAMPLING), filled in by its spec.
+    parser.add_argument("--max-chars", type=int, help="generator: characters to generate (default: generator_spec.SAMPLING's)")
+    parser.add_argument("--temperature", type=float, help="generator: 0 = greedy (default: SAMPLING's)")
+    parser.add_argument("--seed", type=int, help="generator: the sampling seed (default: SAMPLING's)")
     parser.add_argument("--top-k", type=int, help="generator: sample among the K likeliest characters only")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
                         help="execution provider: auto = CUDA when it really loads, else the CPU")
@@ -185,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         if limits is None and not args.no_limits:
             print("predict: the model carries no request limits (exported before they existed); none applied",
                   file=sys.stderr)
-        kind = spec_of(meta["head"])   # what the model's kind reads from the command line, and answers
-        inputs = kind.from_cli(args, meta, limits)
-        session = workload_session(session, path, meta, rows=kind.rows(inputs))
-        result = kind.answer(session, meta, inputs, kind.context(meta, args.tokenizer))
+        spec = spec_of(meta["head"])   # what the model's kind reads from the command line, and answers
+        inputs = spec.from_cli(args, meta, limits)
+        session = workload_session(session, path, meta, rows=spec.rows(inputs))
+        result = spec.answer(session, meta, inputs, spec.context(meta, args.tokenizer))
     except PredictError as exc:
         print(f"predict: {exc}", file=sys.stderr)
         return 2

@@ -2,9 +2,9 @@
 
     python -m pipeline.prepare <task>
 
-The task's `kind` picks the preparer: `imdb` (pipeline/data/imdb.py), `timeseries`
-(pipeline/data/timeseries.py, any CSV series; ETTh1 by default) or `charlm`
-(pipeline/data/charlm.py, any UTF-8 text; Tiny Shakespeare by default).
+The task's `kind` picks the preparer, `pipeline/data/<kind>.py` (looked up by name in
+pipeline/data/registry.py): the aclImdb archive, any CSV series (ETTh1 by default) or any
+UTF-8 text (Tiny Shakespeare by default).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 
 from pipeline.config import load_task, stage_args
-from pipeline.data import PREPARERS
+from pipeline.data.registry import data_kind
 from pipeline.files import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         _, task = load_task(name)
-        card = PREPARERS[task.kind].prepare(task.paths.raw, task.prepare, task.paths.prepared)
+        card = data_kind(task.kind).prepare(task.paths.raw, task.prepare, task.paths.prepared)
     except ValueError as exc:  # ConfigError, CsvError, UnsafeArchiveError and other bad input
         print(f"prepare@{name}: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from pipeline.config import Config, load_config, setup_logging
 from pipeline.files import read_json, save_png, write_text_atomic
 from pipeline.kinds.registry import kind_of
 from pipeline.layout import RunPaths, run_paths
+from pipeline.markdown import number, replace_block, table
 from pipeline.plots import epoch_axis, pyplot, read_csv
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,9 @@ def runs_of(config: Config, task: str) -> dict[str, RunPaths]:
             for run in config.runs.values() if run.task == task}
 
 
-def fmt(value, digits: int = 4) -> str:
-    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def onnx_cell(report: dict, provider: str, key: str, digits: int = 2) -> str:
     result = report.get(provider, {})
-    return fmt(result.get(key), digits) if result.get("status") == "ok" else result.get("status", "–")
+    return number(result.get(key), digits) if result.get("status") == "ok" else result.get("status", "–")
 
 
 def results_table(task, train: dict[str, dict], onnx: dict[str, dict], best: str) -> str:
@@ -77,8 +73,8 @@ def results_table(task, train: dict[str, dict], onnx: dict[str, dict], best: str
         name = f"**{model.upper()}** (champion)" if model == best else model.upper()
         speedup = (f"{o['cpu'][first]:.2f}x / {o['cpu'][second]:.2f}x" if o.get("cpu", {}).get("status") == "ok"
                    else "–")
-        rows.append([name, *(fmt(t.get(k)) for k in quality), fmt(t.get(validation)),
-                     f"{t['params/count']:,}", fmt(t["train/seconds"], 0), fmt(t["train/samples_per_s"], 0),
+        rows.append([name, *(number(t.get(k)) for k in quality), number(t.get(validation)),
+                     f"{t['params/count']:,}", number(t["train/seconds"], 0), number(t["train/samples_per_s"], 0),
                      *(onnx_cell(o, provider, key, digits) for _, provider, key, digits in columns),
                      speedup, onnx_cell(o, "cuda", cuda_key, cuda_digits), onnx_cell(o, "cpu", "max_abs_diff", 7)])
     floor = {k.replace("baseline/", "test/"): v for k, v in next(iter(train.values())).items()
@@ -86,9 +82,9 @@ def results_table(task, train: dict[str, dict], onnx: dict[str, dict], best: str
     extra = [(f"naive floor: {kind.floor}", floor, 4),
              *((name, values, 3) for group in anchors_of(task) for name, values in group.figures.items())]
     for name, values, digits in extra:
-        rows.append([f"*{name}*", *(fmt(values.get(k), digits) if k in values else "–" for k in quality)]
+        rows.append([f"*{name}*", *(number(values.get(k), digits) if k in values else "–" for k in quality)]
                     + ["–"] * (len(header) - 1 - len(quality)))
-    return markdown_table(header, rows)
+    return table(header, rows)
 
 
 def peephole_finding(config: Config, task, train: dict[str, dict]) -> str | None:
@@ -161,13 +157,8 @@ def headline_anchor(task, train: dict[str, dict], best: str) -> list[str]:
     scored = {n: v[metric] for n, v in figures.items() if metric in v}
     anchor = (max if task.maximize else min)(scored, key=scored.get) if scored else None
     floor = train[best].get("baseline/" + metric[len("test/"):]) if metric.startswith("test/") else None
-    return [f"**{best.upper()}**", f"`{metric}`", fmt(train[best].get(metric)),
-            "–" if anchor is None else f"{fmt(scored[anchor], 3)} ({anchor})", fmt(floor)]
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(row) + " |" for row in rows)])
+    return [f"**{best.upper()}**", f"`{metric}`", number(train[best].get(metric)),
+            "–" if anchor is None else f"{number(scored[anchor], 3)} ({anchor})", number(floor)]
 
 
 def train_metrics(config: Config) -> dict[str, dict]:
@@ -190,7 +181,7 @@ def headline_table(config: Config, champions: dict[str, str]) -> str:
         train = {m: read_json(paths.train_metrics) for m, paths in runs_of(config, task).items()}
         rows.append([task, *headline_anchor(config.task[task], train, best)])
     header = ["task", "champion (on validation)", "metric", "champion", "best published anchor", "naive floor"]
-    return markdown_table(header, rows) + "\n\n" + host_line(config)
+    return table(header, rows) + "\n\n" + host_line(config)
 
 
 def hosts_table(config: Config) -> str:
@@ -204,10 +195,10 @@ def hosts_table(config: Config) -> str:
     for run, metrics in train.items():
         key = f"test/{config.task[config.runs[run].task].metric}"
         cells = [metrics] + [record["runs"].get(run, {}) for record in others.values()]
-        rows.append([run, f"`{key}`", *(f"{fmt(c.get(key))} ({fmt(c.get('train/seconds'), 0)} s)"
-                                        if "train/seconds" in c else fmt(c.get(key)) for c in cells)])
+        rows.append([run, f"`{key}`", *(f"{number(c.get(key))} ({number(c.get('train/seconds'), 0)} s)"
+                                        if "train/seconds" in c else number(c.get(key)) for c in cells)])
     sources = [f"- `{host}`: {record['source']}." for host, record in others.items()]
-    return markdown_table(header, rows) + "\n\n" + "\n".join(sources)
+    return table(header, rows) + "\n\n" + "\n".join(sources)
 
 
 def full_tables(markdown: str) -> str:
@@ -227,23 +218,14 @@ def margins_table(config: Config) -> str:
         if record.get("status") != "ok" or "parity" not in record:
             continue
         rows.append([run, f"`{train[run].get('host', 'unrecorded')}`", f"{record['parity']:.2g} ({record['parity_at']})",
-                     fmt(record.get("state_parity"), 2) if "state_parity" in record else "–",
+                     number(record.get("state_parity"), 2) if "state_parity" in record else "–",
                      f"{record['metric_delta'] / record['metric_limit']:.2g}",
                      f"{record['int8_metric_change'] / record['int8_metric_change_limit']:.2g}"
                      if "int8_metric_change" in record else "–",
                      f"{record['max_abs_diff']:.2g}"])
     header = ["run", "host", "parity / tolerance (worst output)", "state parity / tolerance",
               "test metric change / limit", "INT8 metric change / limit", "max abs diff"]
-    return markdown_table(header, rows)
-
-
-def replace_block(text: str, name: str, body: str, source: Path) -> str:
-    """`text` with its generated block `<!-- name:start -->` ... `<!-- name:end -->` replaced by `body`."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"{source}: no {start} ... {end} block to fill")
-    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
+    return table(header, rows)
 
 
 def results_pages(config: Config, markdown: str, champions: dict[str, str]) -> dict[Path, str]:

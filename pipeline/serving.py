@@ -12,7 +12,7 @@ pipeline.predict. Never torch, never training code.
   column, when present, names the last one in `after`), or a bare matrix in the model's
   column order;
 - generator: one row with `prompt` and optionally `max_chars`, `temperature`, `seed`, `top_k`
-  (pipeline.generation.SAMPLING's defaults, as on pipeline.predict's command line), or a bare
+  (the generator's SAMPLING defaults, as on pipeline.predict's command line), or a bare
   prompt: `{"inputs": "ROMEO:"}`.
 Each kind reads its own requests (`from_records`, `STRING_FIELD`, `from_array`, pipeline/kinds/*_spec.py).
 The answer is `{"predictions": X}`, X being exactly the JSON that pipeline.predict prints for
@@ -44,16 +44,17 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from pipeline import predict
-from pipeline.kinds import spec_of
+from pipeline.kinds.specs import spec_of
 from pipeline.limits import LimitError, PredictError, within  # noqa: F401  (the served model's errors)
 
 ONNX_ARTIFACT = "onnx_model"
-# This module's whole local import closure (a test holds it to the imports): what the logged
-# model carries under code/, torch-free.
-SERVED_CODE = ("pipeline/__init__.py", "pipeline/generation.py", "pipeline/kinds/__init__.py",
-               "pipeline/kinds/classifier_spec.py", "pipeline/kinds/forecaster_spec.py",
-               "pipeline/kinds/generator_spec.py", "pipeline/layout.py", "pipeline/limits.py", "pipeline/predict.py",
-               "pipeline/schema.py", "pipeline/serving.py", "pipeline/sessions.py")
+# This module's whole local import closure, with every kind's spec that it looks up by name (a
+# test holds it to the imports): what the logged model carries under code/, torch-free.
+SERVED_CODE = ("pipeline/__init__.py", "pipeline/kinds/__init__.py", "pipeline/kinds/classifier_settings.py",
+               "pipeline/kinds/classifier_spec.py", "pipeline/kinds/forecaster_settings.py",
+               "pipeline/kinds/forecaster_spec.py", "pipeline/kinds/generator_settings.py",
+               "pipeline/kinds/generator_spec.py", "pipeline/kinds/specs.py", "pipeline/layout.py", "pipeline/limits.py",
+               "pipeline/predict.py", "pipeline/schema.py", "pipeline/serving.py", "pipeline/sessions.py")
 # The distributions the served model imports, pinned to the versions that validated it; the
 # same names as the `deploy` dependency group of pyproject.toml (a test keeps them in step).
 REQUIREMENTS = ("mlflow", "onnxruntime-gpu", "numpy", "pandas", "tokenizers")
@@ -103,27 +104,27 @@ def records_of(model_input, meta: dict) -> list[dict]:
     one row), a list of such rows, or bare values: strings, one row each, for a kind that reads a
     string field (`STRING_FIELD`: a classifier's texts, a generator's prompt), else as the kind
     reads them (`from_array`: a numeric matrix in the model's column order for a forecaster)."""
-    kind = spec_of(meta["head"])
+    spec = spec_of(meta["head"])
     if isinstance(model_input, pd.DataFrame):
         return model_input.to_dict(orient="records")
     if isinstance(model_input, dict):
         try:
             frame = pd.DataFrame({key: np.atleast_1d(np.asarray(value)) for key, value in model_input.items()})
         except ValueError as exc:
-            raise PredictError(f"input fields of different lengths ({exc}); e.g. {kind.example(meta)}") from None
+            raise PredictError(f"input fields of different lengths ({exc}); e.g. {spec.example(meta)}") from None
         return frame.to_dict(orient="records")
     if isinstance(model_input, list) and model_input and all(isinstance(row, dict) for row in model_input):
         return [{key: np.asarray(value).item() if np.ndim(value) == 0 else value for key, value in row.items()}
                 for row in model_input]
     if isinstance(model_input, np.ndarray):
         values = np.atleast_1d(model_input)
-        if kind.STRING_FIELD and values.ndim == 1 and values.dtype.kind == "U":   # bare strings, one row each
-            return [{kind.STRING_FIELD: str(v)} for v in values]
-        records = kind.from_array(values, meta) if hasattr(kind, "from_array") else None
+        if spec.STRING_FIELD and values.ndim == 1 and values.dtype.kind == "U":   # bare strings, one row each
+            return [{spec.STRING_FIELD: str(v)} for v in values]
+        records = spec.from_array(values, meta) if hasattr(spec, "from_array") else None
         if records is not None:
             return records
     found = type(model_input).__name__ + (f" of shape {np.shape(model_input)}" if np.ndim(model_input) else "")
-    raise PredictError(f"the {meta['head']} cannot read this request ({found}); send e.g. {kind.example(meta)}")
+    raise PredictError(f"the {meta['head']} cannot read this request ({found}); send e.g. {spec.example(meta)}")
 
 
 def answer(sessions: dict, meta: dict, context, model_input, limits: dict) -> dict:
@@ -131,14 +132,14 @@ def answer(sessions: dict, meta: dict, context, model_input, limits: dict) -> di
     for one row and for several (predict.workload_session), `context` what the kind needs
     besides (a classifier's tokenizer). The limits are checked on the request's sizes first,
     before its rows are even converted."""
-    kind = spec_of(meta["head"])
-    if kind.ROW_LIMIT is not None:
-        setting, what = kind.ROW_LIMIT
+    spec = spec_of(meta["head"])
+    if spec.ROW_LIMIT is not None:
+        setting, what = spec.ROW_LIMIT
         within(limits, setting, row_count(model_input), what)
-    inputs = kind.from_records(records_of(model_input, meta), meta, limits)
-    session = sessions[min(kind.rows(inputs), 2)]
+    inputs = spec.from_records(records_of(model_input, meta), meta, limits)
+    session = sessions[min(spec.rows(inputs), 2)]
     return {"task": meta["task"], "model": meta["model"], "provider": session.get_providers()[0],
-            "predictions": kind.answer(session, meta, inputs, context)}
+            "predictions": spec.answer(session, meta, inputs, context)}
 
 
 class OnnxModel(mlflow.pyfunc.PythonModel):

@@ -54,8 +54,9 @@ def explain(log_lines: list[str], provider: str) -> str:
     return f"{provider} is not available in this onnxruntime build"
 
 
-# The SessionOptions that `export.session` sets (conf/export/default.yaml documents each),
-# by the names the config uses. A key left out keeps onnxruntime's default.
+# The SessionOptions a workload's settings may set, by their names here. The config's
+# export.session sets only the thread count (pipeline/config.py SessionSettings says why);
+# benchmarks/session_settings.py tries the others. A key left out keeps onnxruntime's default.
 EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 OPTIMIZATION_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                        "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}

@@ -25,12 +25,10 @@ the resume checkpoint), `run_epochs` is the loop, `evaluate_best` the final test
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -58,6 +56,7 @@ from pipeline.kinds.registry import kind_of
 from pipeline.layout import RunPaths, run_name
 from pipeline.models import count_parameters
 from pipeline.plots import write_train_plots
+from pipeline.resume import Progress, fingerprint, load_resume, model_settings
 from pipeline.tracking import (
     NullTracker,
     TrackingError,
@@ -78,27 +77,7 @@ def model_args_for(config: Config, task_name: str, model_name: str, meta: dict) 
     return kind_of(task.head).model_args(model.settings(task.head), model.cell, meta, (task_name, model_name))
 
 
-# ---- resume state -------------------------------------------------------------------------------
-
-
-@dataclass
-class Progress:
-    """Where a run stands after its last finished epoch: all that a resume restores besides
-    the model, optimizer and scheduler states."""
-
-    best_metric: float
-    epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
-    best_state: dict | None = None   # rank 0's best weights (on CPU); None elsewhere
-    bad_epochs: int = 0              # epochs since the best one
-    train_seconds: float = 0.0
-    samples: int = 0                 # over all epochs and processes (DDP: padding rows included)
-    run_id: str | None = None        # the MLflow run that a resumed run continues
-
-    @classmethod
-    def start(cls, maximize: bool) -> "Progress":
-        return cls(best_metric=-math.inf if maximize else math.inf)
+# ---- the learning rate ------------------------------------------------------------------------
 
 
 def learning_rate(config: Config, task) -> float:
@@ -106,42 +85,11 @@ def learning_rate(config: Config, task) -> float:
     return task.train.lr or config.train.lr
 
 
-def model_settings(config: Config, task_name: str, model_name: str) -> dict:
-    """What the run reads of model.<name>: the cell and its kind's section, nothing of the
-    other kinds (so MLflow's compare view of three forecasters shows forecaster settings only)."""
-    head, model = config.task[task_name].head, config.model[model_name]
-    return {"cell": model.cell, head: model.settings(head).model_dump()}
-
-
-def fingerprint(config: Config, task_name: str, model_name: str, data_digest: str, world_size: int = 1) -> str:
-    """What a resume checkpoint must match: this run's settings, its data, and its number of
-    processes (each rank draws its own dropout masks, so another count is another run)."""
-    import hashlib
-    import json
-
-    train = config.train.model_dump(exclude={"nproc_per_node"})  # how it is launched: world_size says it
-    relevant = {"task": config.task[task_name].model_dump(), "model": model_settings(config, task_name, model_name),
-                "train": train, "seed": config.seed, "data": data_digest}
-    if world_size > 1:
-        relevant["world_size"] = world_size
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
-
-
-def load_resume(path: Path, expected: str) -> dict | None:
-    if not path.is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != expected:
-        log.warning("ignoring %s: it belongs to other settings or data", path)
-        return None
-    return state
-
-
 # ---- set-up -----------------------------------------------------------------------------------------
 
 
 @dataclass
-class Run:
+class Training:
     """Everything one training run works with."""
 
     config: Config
@@ -153,7 +101,7 @@ class Run:
     autocast: bool
     data: TaskData
     kind: Kind                 # the task's kind of head (pipeline/kinds/)
-    spec: dict                 # model_args: {head, args}
+    model_args: dict           # {head, args}: what rebuilds the model
     model: nn.Module           # the model itself (evaluated, checkpointed)
     trained: nn.Module         # what the optimisation steps run through: DDP's wrapper under torchrun
     optimizer: torch.optim.Optimizer
@@ -176,7 +124,7 @@ class Run:
         return value > best if self.task.maximize else value < best
 
 
-def setup(config: Config, task_name: str, model_name: str, stage: str) -> Run:
+def setup(config: Config, task_name: str, model_name: str, stage: str) -> Training:
     """Data, model, optimizer, schedule and tracker of a run, restored from its resume
     checkpoint when one matches."""
     task = config.task[task_name]
@@ -188,14 +136,14 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Run:
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
     data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed, config.train.num_workers,
                           ranks.rank, ranks.world_size)
-    spec = model_args_for(config, task_name, model_name, data.meta)
+    model_args = model_args_for(config, task_name, model_name, data.meta)
     run_fingerprint = fingerprint(config, task_name, model_name, data.digest, ranks.world_size)
     resume = from_rank0(load_resume(paths.resume, run_fingerprint) if ranks.is_main else None, ranks)
 
     torch.manual_seed(config.seed)
     kind = kind_of(task.head)
-    model = kind.build(spec["args"])
-    kind.init_weights(model, config.model[model_name].settings(task.head), task, spec["args"], (task_name, model_name))
+    model = kind.build(model_args["args"])
+    kind.init_weights(model, config.model[model_name].settings(task.head), task, model_args["args"], (task_name, model_name))
     model = model.to(device)
     lr = learning_rate(config, task)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.train.weight_decay)
@@ -221,8 +169,8 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Run:
     log.info("training %s on %s%s: %d parameters, %d epochs", paths.name, device,
              f" x {ranks.world_size} processes" if ranks.world_size > 1 else "", count_parameters(model),
              task.train.epochs)
-    return Run(config, task_name, model_name, paths, ranks, device,
-               autocast=uses_bf16(config.precision_of(task_name), device), data=data, kind=kind, spec=spec,
+    return Training(config, task_name, model_name, paths, ranks, device,
+               autocast=uses_bf16(config.precision_of(task_name), device), data=data, kind=kind, model_args=model_args,
                model=model, trained=trained, optimizer=optimizer, scheduler=scheduler,
                loss_fn=kind.loss(), fingerprint=run_fingerprint, progress=progress, tracker=tracker)
 
@@ -247,7 +195,7 @@ def start_tracking(tracker, config: Config, task_name: str, model_name: str, sta
 # ---- the loop -----------------------------------------------------------------------------------------
 
 
-def run_epochs(run: Run) -> None:
+def run_epochs(run: Training) -> None:
     """Train until the last epoch or until early stopping; every epoch is validated, logged
     and checkpointed (rank 0), so a killed run resumes after its last finished epoch."""
     config, ranks, progress = run.config, run.ranks, run.progress
@@ -303,13 +251,13 @@ class FitResult:
     metrics: dict[str, float]
     history: list[dict[str, float]]
     model: nn.Module
-    spec: dict
+    model_args: dict
     test_outputs: np.ndarray
     test_targets: np.ndarray
     sample: str | None = None   # a generator's final sample
 
 
-def evaluate_best(run: Run) -> FitResult:
+def evaluate_best(run: Training) -> FitResult:
     """The best weights on test, beside the naive floor (rank 0)."""
     progress, kind = run.progress, run.kind
     run.model.load_state_dict(progress.best_state)
@@ -326,10 +274,10 @@ def evaluate_best(run: Run) -> FitResult:
         "params/count": count_parameters(run.model),
     }
     final_sample = kind.sample(run.model, run.data.meta, run.task, run.device)
-    return FitResult(metrics, progress.history, run.model.cpu(), run.spec, outputs, targets, final_sample)
+    return FitResult(metrics, progress.history, run.model.cpu(), run.model_args, outputs, targets, final_sample)
 
 
-def fit(config: Config, task_name: str, model_name: str, stage: str) -> tuple[Run, FitResult | None]:
+def fit(config: Config, task_name: str, model_name: str, stage: str) -> tuple[Training, FitResult | None]:
     """Train, then evaluate the best weights on test; no result on the ranks other than 0."""
     run = setup(config, task_name, model_name, stage)
     try:  # an exception marks the MLflow run FAILED; a SIGKILL leaves it to be resumed
@@ -352,10 +300,10 @@ def headline(metrics: dict[str, float], metric: str) -> dict[str, float]:
     return {"test": metrics[f"test/{metric}"], "val": metrics[f"best/val/{metric}"]}
 
 
-def write_outputs(run: Run, result: FitResult) -> None:
+def write_outputs(run: Training, result: FitResult) -> None:
     """Checkpoint, metrics, plots and the MLflow hand-off; then log them and drop the resume state."""
     config, paths = run.config, run.paths
-    save_checkpoint(paths.checkpoint, {"state_dict": result.model.state_dict(), "model_args": result.spec,
+    save_checkpoint(paths.checkpoint, {"state_dict": result.model.state_dict(), "model_args": result.model_args,
                                        "config": config.model_dump()})
     # The host kind beside the figures: another CPU kind sums fp32 in other orders (docs/results.md).
     write_json_atomic(paths.train_metrics, {**result.metrics, "host": host_kind(run.device)})

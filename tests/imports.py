@@ -48,3 +48,28 @@ def import_closure(root: Path, module: str, packages: tuple[str, ...] = LOCAL_PA
             closure.add(path.relative_to(root))
             pending.extend(imported_modules(path))
     return closure
+
+
+# The lookups that import a module by name (pipeline/kinds/__init__.py, pipeline/data/__init__.py):
+# a lookup module in a closure brings in the module it would import for each name looked up.
+LOOKUPS = {Path("pipeline/kinds/registry.py"): ("head", "pipeline.kinds.{}"),
+           Path("pipeline/kinds/specs.py"): ("head", "pipeline.kinds.{}_spec"),
+           Path("pipeline/data/registry.py"): ("data", "pipeline.data.{}")}
+
+
+def lookup_closure(root: Path, module: str, names: dict[str, set[str]]) -> set[Path]:
+    """`import_closure` of `module` plus, wherever a lookup module is in it, the closure of each
+    module it would import for `names` ({"head": heads looked up, "data": data kinds looked up})."""
+    closure = import_closure(root, module)
+    grown = True
+    while grown:
+        grown = False
+        for lookup, (field, template) in LOOKUPS.items():
+            if lookup not in closure:
+                continue
+            for name in sorted(names.get(field, ())):
+                more = import_closure(root, template.format(name))
+                if not more <= closure:
+                    closure |= more
+                    grown = True
+    return closure

@@ -60,7 +60,7 @@ def bench_repo(pipeline_copy):
     ([0.94, 0.96], 0.95, True, True), ([0.93, 0.96], 0.95, True, False), ([0.5, 2.0, 0.9], 1.0, True, False),
     ([4.0, 6.0], 5.0, False, True), ([4.0, 6.2], 5.0, False, False)])
 def test_a_target_is_met_when_the_median_of_the_runs_reaches_it(values, target, higher_is_better, met):
-    from benchmarks.run import verdict
+    from benchmarks.common import verdict
 
     result = verdict(values, target, higher_is_better)
     assert result["met"] is met and result["target"] == target and result["stats"]["values"] == values

@@ -7,7 +7,8 @@ import sys
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, compose, load_config, main, to_yaml, validate
+from pipeline.config import ConfigError, load_config, main, validate
+from pipeline.compose import compose, to_yaml
 from tests.conftest import REPO_ROOT, run_in
 
 

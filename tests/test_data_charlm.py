@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import CharLmPrepare
+from pipeline.data.charlm_settings import CharLmPrepare
 from pipeline.data.charlm import TextError, prepare
-from pipeline.generation import VocabularyError, bits, encode, generate, pick, stream_loss
+from pipeline.kinds.generator_spec import VocabularyError, bits, encode, generate, pick, stream_loss
 from tests.conftest import synthetic_play
 
 SETTINGS = CharLmPrepare(train_fraction=0.9, val_fraction=0.5)

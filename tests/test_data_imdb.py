@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from pipeline.config import ImdbPrepare
+from pipeline.data.imdb_settings import ImdbPrepare
 from pipeline.data.imdb import (PAD_ID, UNK_ID, DamagedArchiveError, UnsafeArchiveError,
                                 build_tokenizer, encode, new_tokenizer, prepare, read_reviews,
                                 split_train_val)

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config import TimeseriesPrepare, compose, validate
+from pipeline.config import validate
+from pipeline.compose import compose
+from pipeline.data.timeseries_settings import TimeseriesPrepare
 from pipeline.data.timeseries import (CsvError, n_windows, prepare, read_series, sliding_windows,
                                       split_bounds)
 from tests.conftest import ETT_COLUMNS, synthetic_series, write_csv

@@ -11,8 +11,10 @@ import yaml
 
 from pipeline.checkpoints import paths_of
 from pipeline.config import load_config
+from pipeline.data import SETTINGS as DATA_SETTINGS
+from pipeline.kinds import SETTINGS as HEAD_SETTINGS
 from tests.conftest import REPO_ROOT, committed_files, compose_params, copy_repo, make_mirror, run_in
-from tests.imports import import_closure
+from tests.imports import import_closure, lookup_closure
 
 
 def resolved_stages(root: Path) -> list:
@@ -28,22 +30,67 @@ def stage_module(cmd: str) -> str | None:
     return match.group(1) if match else None
 
 
-def missing_code_deps(root: Path) -> dict[str, list[str]]:
-    """{stage: files its command imports (from this repository) that its deps do not cover}."""
-    missing = {}
+def looked_up(config, stage_name: str) -> dict[str, set[str]]:
+    """The kinds a stage looks up by name: its run's head and data kind (train, export, validate
+    @<run>), its task's (fetch, prepare @<task>), or every run's (a stage of the whole pipeline)."""
+    key = stage_name.partition("@")[2]
+    if key in config.runs:
+        run = config.runs[key]
+        return {"head": {run.head}, "data": {run.data}}
+    if key in config.task:
+        return {"head": {config.task[key].head}, "data": {config.task[key].kind}}
+    return {"head": {r.head for r in config.runs.values()}, "data": {r.data for r in config.runs.values()}}
+
+
+def stage_closures(root: Path) -> dict[str, tuple[set[Path], list[Path]]]:
+    """{stage: (the files its command runs from this repository, its declared code deps)}."""
+    config = load_config(root / "params.yaml")
+    found = {}
     for stage in resolved_stages(root):
         module = stage_module(stage.cmd)
         assert module, f"{stage.name}: expected `python -m <module> ...`, found {stage.cmd!r}"
-        declared = [Path(dep.def_path) for dep in stage.deps if dep.def_path != "params.yaml"]
-        uncovered = [str(path) for path in sorted(import_closure(root, module))
-                     if not any(path == dep or dep in path.parents for dep in declared)]
+        code = [Path(dep.def_path) for dep in stage.deps if dep.def_path.endswith(".py")]
+        found[stage.name] = (lookup_closure(root, module, looked_up(config, stage.name)), code)
+    return found
+
+
+def missing_code_deps(root: Path) -> dict[str, list[str]]:
+    """{stage: files its command imports (from this repository) that its deps do not cover}."""
+    missing = {}
+    for name, (closure, declared) in stage_closures(root).items():
+        uncovered = [str(path) for path in sorted(closure) if path not in declared]
         if uncovered:
-            missing[stage.name] = uncovered
+            missing[name] = uncovered
     return missing
+
+
+def foreign_code_deps(root: Path) -> dict[str, list[str]]:
+    """{stage: code in its deps that it never runs, where that is a kind's or a data kind's own
+    module (an edit there would re-run the stage for nothing) or code no stage of its group runs}.
+    A library that some runs of a group import and others not (flops.py: the batch kinds) is
+    listed for the whole group: dvc.yaml can name per run only what is named after the run."""
+    closures = stage_closures(root)
+    config = load_config(root / "params.yaml")
+    own_modules = {Path(f"pipeline/kinds/{h}{suffix}.py") for h in HEAD_SETTINGS for suffix in ("", "_spec")} | {
+        Path(f"pipeline/data/{kind}.py") for kind in DATA_SETTINGS}
+    group_runs: dict[str, set[Path]] = {}
+    for name, (closure, _) in closures.items():
+        group_runs.setdefault(name.split("@")[0], set()).update(closure)
+    foreign = {}
+    for name, (closure, declared) in closures.items():
+        unused = [str(p) for p in declared if p not in closure and (p in own_modules or p not in group_runs[name.split("@")[0]])]
+        if unused:
+            foreign[name] = unused
+    assert config.runs   # the lookups are named after the runs' heads and data kinds
+    return foreign
 
 
 def test_every_stage_depends_on_its_whole_local_import_closure():
     assert missing_code_deps(REPO_ROOT) == {}
+
+
+def test_no_stage_depends_on_another_kinds_module():
+    assert foreign_code_deps(REPO_ROOT) == {}
 
 
 def test_the_closure_check_names_a_dependency_removed_from_dvc_yaml(tmp_path):

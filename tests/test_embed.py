@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.config import EmbeddingsConfig, ImdbPrepare
+from pipeline.data.imdb_settings import EmbeddingsConfig, ImdbPrepare
 from pipeline.data.imdb import prepare, read_reviews
 from pipeline.embed import training_corpus, train_vectors
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import OfflineSource, SourceConfig
+from pipeline.schema import OfflineSource, SourceConfig
 from pipeline.fetch import FetchError, Location, fetch, resolve_location
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB

@@ -15,7 +15,8 @@ import torch
 from pipeline import predict
 from pipeline.config import load_config
 from pipeline.kinds.base import int8_gate
-from pipeline.kinds.registry import KINDS
+from pipeline.kinds import SETTINGS
+from pipeline.kinds.registry import kind_of
 from pipeline.onnx_files import export_onnx, int8_beside, quantise_int8
 from pipeline.layout import int8_model
 from pipeline.models import Forecaster, SequenceClassifier
@@ -30,10 +31,10 @@ METADATA = {"rb.task": "etth1", "rb.model": "tiny", "rb.head": "forecaster", "rb
 def exported_forecaster(tmp_path, cell: str):
     torch.manual_seed(0)
     model = Forecaster(cell=cell, **FORECASTER).eval()
-    interface = KINDS["forecaster"].graph_interface(FORECASTER, {"lookback": 16})
+    interface = kind_of("forecaster").graph_interface(FORECASTER, {"lookback": 16})
     path = tmp_path / cell / "model.onnx"
     path.parent.mkdir()
-    export_onnx(KINDS["forecaster"].export_module(model), interface, path, 17, False, METADATA)
+    export_onnx(kind_of("forecaster").export_module(model), interface, path, 17, False, METADATA)
     return model, path
 
 
@@ -97,9 +98,9 @@ def test_a_bidirectional_two_layer_classifier_quantises_both_directions_of_every
                                num_layers=2, bidirectional=True, dropout=0.0, embedding_dropout=0.0,
                                pooling=["mean", "max"], pad_id=0).eval()
     args = {"vocab_size": 40}
-    interface = KINDS["classifier"].graph_interface(args, {"pad_id": 0})
+    interface = kind_of("classifier").graph_interface(args, {"pad_id": 0})
     path = tmp_path / "model.onnx"
-    export_onnx(KINDS["classifier"].export_module(model), interface, path, 17, False, {"rb.head": "classifier"})
+    export_onnx(kind_of("classifier").export_module(model), interface, path, 17, False, {"rb.head": "classifier"})
     lstm_nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type == "LSTM"]
     quantise_int8(path, int8_model(path))
     nodes = [n for n in onnx.load(str(int8_model(path))).graph.node if n.op_type == "DynamicQuantizeLSTM"]
@@ -120,7 +121,7 @@ RULES = {head: (rule.change, rule.limit) for head, rule in
 
 
 def test_every_task_metric_has_an_int8_gate_and_accuracy_is_absolute_while_mse_and_loss_are_relative():
-    assert set(RULES) == set(KINDS)
+    assert set(RULES) == set(SETTINGS)
     assert RULES == {"classifier": ("absolute", 0.003), "forecaster": ("relative", 0.01), "generator": ("relative", 0.01)}
     assert int8_gate(0.8725, 0.8750, RULES["classifier"])["int8_metric_change"] == pytest.approx(0.0025)
     assert int8_gate(0.404, 0.400, RULES["forecaster"])["int8_metric_change"] == pytest.approx(0.01)
@@ -131,7 +132,8 @@ def test_every_task_metric_has_an_int8_gate_and_accuracy_is_absolute_while_mse_a
 
 
 def test_a_run_whose_head_has_no_int8_rule_is_refused_naming_the_setting():
-    from pipeline.config import ConfigError, compose, validate
+    from pipeline.config import ConfigError, validate
+    from pipeline.compose import compose
 
     container = compose(["~export.gates.int8.forecaster"])
     with pytest.raises(ConfigError, match=r"export\.gates\.int8\.forecaster: required, since export\.int8 is true"):
@@ -160,7 +162,7 @@ def test_the_int8_figures_stay_out_of_the_dvc_headline_which_keeps_its_three_col
     report = {"cpu": {"status": "ok", **fp32_result(), "latency_ms_b1_p50": 1.0, "speedup_vs_torch_b1": 2.0,
                       "int8_speedup_vs_fp32_b1": 1.234, **int8_gate(0.874, 0.875, RULES["classifier"])},
               "cuda": {"status": "unavailable"}}
-    assert sorted(headline(report, KINDS["forecaster"])) == ["cpu_ms", "cpu_parity", "cpu_speedup"]
+    assert sorted(headline(report, kind_of("forecaster"))) == ["cpu_ms", "cpu_parity", "cpu_speedup"]
 
 
 # ---- predict --int8 -------------------------------------------------------------------------------

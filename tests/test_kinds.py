@@ -6,35 +6,47 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Literal
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 import onnx
-from pipeline import export, train, validate
-from pipeline.config import compose, load_config, to_yaml
-from pipeline.kinds import SPECS, registry
+from pipeline import export, prepare, train, validate
+from pipeline.config import load_config
+from pipeline.compose import compose, to_yaml
+from pipeline.data import SETTINGS as DATA_SETTINGS
+from pipeline.kinds import SETTINGS as HEAD_SETTINGS
+from pipeline.data import registry as data_registry
+from pipeline.data import timeseries
+from pipeline.data.timeseries_settings import TimeseriesPrepare
+from pipeline.kinds import forecaster_settings, registry, specs
 from pipeline.kinds.base import BatchKind
 from pipeline.kinds.forecaster import forecast_metrics
 from pipeline.models import RecurrentBackbone
 from pipeline.plots import write_csv
-from pipeline.schema import PositiveInt, Section
+from pipeline.schema import PositiveInt, Section, TaskBase, TaskTrain
 from pipeline.tracking import flatten
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, copy_pipeline, mirror_checksums
 
 
-def test_no_stage_library_or_benchmark_module_spells_a_kinds_name():
-    """Outside pipeline/kinds/, the code looks kinds up; it never spells one (`"forecaster"`)."""
-    names = "|".join(SPECS)
-    files = sorted([*REPO_ROOT.glob("pipeline/*.py"), *REPO_ROOT.glob("pipeline/data/*.py"),
-                    *REPO_ROOT.glob("benchmarks/*.py")])
-    found = [f"{path.relative_to(REPO_ROOT)}:{n}: {line.strip()}" for path in files
-             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if re.search(rf"[\"']({names})[\"']", line)]
-    assert len(files) > 20 and found == []
+def spelled(files: list[Path], names) -> list[str]:
+    pattern = re.compile(rf"[\"']({'|'.join(names)})[\"']")
+    return [f"{path.relative_to(REPO_ROOT)}:{n}: {line.strip()}" for path in files
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+
+
+def test_no_module_outside_a_kinds_folder_spells_its_name():
+    """Outside pipeline/kinds/, the code looks heads up by name; it never spells one
+    (`"forecaster"`); outside pipeline/data/, the same for the data kinds (`"timeseries"`)."""
+    code = sorted([*REPO_ROOT.glob("pipeline/*.py"), *REPO_ROOT.glob("benchmarks/**/*.py")])
+    kinds, data = sorted(REPO_ROOT.glob("pipeline/kinds/*.py")), sorted(REPO_ROOT.glob("pipeline/data/*.py"))
+    assert len(code) > 30 and spelled([*code, *data], HEAD_SETTINGS) == []
+    assert spelled([*code, *kinds], DATA_SETTINGS) == []
 
 
 def test_a_run_tracks_only_the_settings_of_its_own_kind():
@@ -115,7 +127,8 @@ class Flat(BatchKind):
 @pytest.fixture
 def flat_kind(monkeypatch):
     """The toy kind registered for one test, and unregistered after it."""
-    monkeypatch.setitem(SPECS, FLAT_SPEC.NAME, FLAT_SPEC)
+    monkeypatch.setitem(HEAD_SETTINGS, FLAT_SPEC.NAME, FLAT_SPEC)
+    monkeypatch.setitem(specs.SPECS, FLAT_SPEC.NAME, FLAT_SPEC)
     monkeypatch.setitem(registry.KINDS, FLAT_SPEC.NAME, Flat())
     return registry.KINDS[FLAT_SPEC.NAME]
 
@@ -146,6 +159,72 @@ def test_a_fourth_kind_trains_exports_and_validates_with_no_stage_edited(flat_ki
     report = json.loads(Path("metrics/onnx/etth1-lstm.json").read_text())
     assert report["passed"] and report["cpu"]["parity"] <= 1 and report["cpu"]["parity_at"] == "flat_forecast"
     assert report["cpu"]["metric_delta"] <= report["cpu"]["metric_limit"] and "latency_ms_b64_p50" in report["cpu"]
+
+
+# ---- a toy data kind: sine waves made from their settings (no raw file) ------------------------
+
+
+class SinePrepare(TimeseriesPrepare):
+    rows: PositiveInt
+    period: PositiveInt
+
+
+class SineTask(TaskBase):
+    kind: Literal["sine"]
+    prepare: SinePrepare
+    train: TaskTrain
+    head: str = forecaster_settings.NAME
+
+
+def sine_prepare(raw, settings: SinePrepare, out_dir) -> dict:
+    """Two noisy sine waves as a CSV beside the output, prepared as any series is."""
+    t = np.arange(settings.rows)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({settings.time_column: pd.date_range("2020-01-01", periods=settings.rows, freq="h"),
+                          **{c: np.sin(2 * np.pi * (t + 3 * i) / settings.period) + 0.05 * rng.standard_normal(len(t))
+                             for i, c in enumerate(settings.columns)}})
+    csv = Path(out_dir).parent / "sine.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(csv, index=False)
+    base = TimeseriesPrepare(**settings.model_dump(exclude={"rows", "period"}))
+    return timeseries.prepare(csv, base, out_dir)
+
+
+SINE_SETTINGS = SimpleNamespace(KIND="sine", Task=SineTask)
+SINE = SimpleNamespace(prepare=sine_prepare, split_datasets=timeseries.split_datasets, items=timeseries.items)
+SINE_CONF = """kind: sine
+models: [gru]
+source: {url: https://example.org/none, checksum: "sha256:%s"}
+paths:
+  raw: ${paths.raw}/sine.csv
+  prepared: ${paths.prepared}/sine/series
+  card: ${paths.metrics}/data/sine.json
+prepare: {time_column: date, columns: [a, b], target: b, features: M, missing: error, lookback: 24, horizon: 12,
+          borders: null, ratios: [0.6, 0.2, 0.2], rows: 600, period: 48}
+train: {epochs: 2, batch_size: 32, eval_batch_size: 64}
+""" % ("0" * 64)
+
+
+def test_a_toy_data_kind_prepares_and_trains_with_no_edit_outside_its_module_and_conf_file(pipeline_repo, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.setitem(DATA_SETTINGS, "sine", SINE_SETTINGS)   # its module and settings, registered
+    monkeypatch.setitem(data_registry.MODULES, "sine", SINE)
+    source, mirror, *_ = pipeline_repo
+    repo = copy_pipeline(source, tmp_path / "repo")
+    (repo / "conf/task/sine.yaml").write_text(SINE_CONF)      # its conf file
+    overrides = [*TINY_OVERRIDES, *mirror_checksums(mirror), "+task@task.sine=sine", "tracking.enabled=false",
+                 "export.int8=false"]
+    (repo / "params.yaml").write_text(to_yaml(compose(overrides, repo / "conf")), encoding="utf-8")
+    monkeypatch.chdir(repo)
+    config = load_config()
+    assert config.runs["sine-gru"].data == "sine" and config.runs["sine-gru"].head == forecaster_settings.NAME
+
+    assert prepare.main(["sine"]) == 0
+    assert json.loads(Path("metrics/data/sine.json").read_text())["columns"] == ["a", "b"]
+    assert train.main(["sine", "gru"]) == 0
+    metrics = json.loads(Path("metrics/train/sine-gru.json").read_text())
+    assert metrics["test/mse"] < metrics["baseline/mse"]   # it learnt the waves
+    assert export.main(["sine", "gru"]) == 0 and validate.main(["sine", "gru"]) == 0
 
 
 def test_a_task_naming_an_unknown_kind_is_refused_with_the_kinds():

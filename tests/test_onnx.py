@@ -15,7 +15,7 @@ import torch
 
 from pipeline.checkpoints import load_checkpoint
 from pipeline.sessions import PROVIDERS, open_session
-from pipeline.kinds.registry import KINDS
+from pipeline.kinds.registry import kind_of
 from pipeline.config import load_config
 from pipeline.parity import scaled_error
 from pipeline.validate import failed_gates
@@ -97,10 +97,10 @@ def test_parity_check_catches_a_gru_exported_without_linear_before_reset(pipelin
     corrupted = tmp_path / "corrupted.onnx"
     onnx.save(model, str(corrupted))
 
-    torch_model, spec = load_checkpoint(repo / "models/imdb-gru/model.pt")
+    torch_model, model_args = load_checkpoint(repo / "models/imdb-gru/model.pt")
     meta = json.loads((repo / "data/prepared/imdb/encoded/meta.json").read_text())
-    kind = KINDS[spec["head"]]
-    inputs = kind.parity_inputs(spec["args"], meta)
+    kind = kind_of(model_args["head"])
+    inputs = kind.parity_inputs(model_args["args"], meta)
     good, _ = open_session(onnx_path(repo, "imdb-gru"), PROVIDERS["cpu"])
     bad, _ = open_session(corrupted, PROVIDERS["cpu"])
     cpu = torch.device("cpu")
@@ -138,10 +138,10 @@ def test_the_parity_gate_judges_a_difference_at_its_outputs_scale(pipeline_repo,
     nothing) gets the same verdict, where the old absolute gate (max |d| <= 1e-4) would fail it
     on rounding alone; a wrong export fails at any scale."""
     repo, *_ = pipeline_repo
-    torch_model, spec = load_checkpoint(repo / "models/etth1-lstm/model.pt")
+    torch_model, model_args = load_checkpoint(repo / "models/etth1-lstm/model.pt")
     meta = json.loads((repo / "data/prepared/etth1/series/meta.json").read_text())
-    kind, cpu, tolerance = KINDS[spec["head"]], torch.device("cpu"), GATES.cpu.outputs
-    inputs = kind.parity_inputs(spec["args"], meta)
+    kind, cpu, tolerance = kind_of(model_args["head"]), torch.device("cpu"), GATES.cpu.outputs
+    inputs = kind.parity_inputs(model_args["args"], meta)
     session, _ = open_session(onnx_path(repo, "etth1-lstm"), PROVIDERS["cpu"])
     model = onnx.load(str(onnx_path(repo, "etth1-lstm")))
     weights = max((t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT),
@@ -177,10 +177,10 @@ def test_scaled_error_is_the_allclose_form_at_the_references_own_scale():
 
 def test_parity_inputs_cover_batch_one_odd_batches_padding_and_lengths():
     meta = {"max_len": 40, "pad_id": 0}
-    shapes = [x.shape for x in KINDS["classifier"].parity_inputs({"vocab_size": 50}, meta)]
+    shapes = [x.shape for x in kind_of("classifier").parity_inputs({"vocab_size": 50}, meta)]
     assert shapes[0][0] == 1 and any(b % 2 == 1 and b > 1 for b, _ in shapes)
     assert len({t for _, t in shapes}) == 3 and (2, 16) not in shapes
-    padded = KINDS["classifier"].parity_inputs({"vocab_size": 50}, meta)[2]
+    padded = kind_of("classifier").parity_inputs({"vocab_size": 50}, meta)[2]
     assert (padded[1] == 0).any() and not (padded[0] == 0).any()
 
 
@@ -378,7 +378,7 @@ def test_predict_generates_without_torch_reproducibly_and_as_pytorch_does(pipeli
     other_seed = predict(repo, model, *args[:-1], "4")
     assert json.loads(other_seed.stdout)["predictions"]["text"] != text
 
-    from pipeline.generation import encode, generate
+    from pipeline.kinds.generator_spec import encode, generate
     from pipeline.kinds.generator import torch_step, zero_state
     greedy = predict(repo, model, "--prompt", "JULIET:", "--max-chars", "60", "--temperature", "0")
     torch_model, _ = load_checkpoint(repo / "models/shakespeare-lstm/model.pt")

@@ -102,6 +102,31 @@ def test_a_changed_source_reruns_only_what_depends_on_it(pipeline_copy):
     assert ran(result) == {stage for stage in stages_of(repo) if "etth1" in stage} | {"report"}
 
 
+def test_an_edit_to_one_kinds_module_marks_only_the_runs_of_that_kind(pipeline_copy):
+    """The heads and the data kinds are imported by name, only where a run uses them, and each
+    run lists its own: an edit re-runs that kind's stages (and the report, which shows every
+    kind), nothing of another task."""
+    repo, *_ = pipeline_copy
+    runs = load_config(repo / "params.yaml").runs
+    of = {field: {} for field in ("head", "data")}
+    for name, run in runs.items():
+        of["head"].setdefault(run.head, set()).add(name)
+        of["data"].setdefault(run.data, set()).add(name)
+    cases = {f"pipeline/kinds/{head}.py": {f"{s}@{n}" for n in names for s in ("train", "export", "validate")}
+             | {"report"} for head, names in of["head"].items()}
+    cases |= {f"pipeline/kinds/{head}_spec.py": cases[f"pipeline/kinds/{head}.py"] for head in of["head"]}
+    for data, names in of["data"].items():
+        task = runs[next(iter(names))].task
+        cases[f"pipeline/data/{data}.py"] = {f"prepare@{task}", *(f"{s}@{n}" for n in names for s in ("train", "validate"))}
+    assert len(cases) == 9 and "up to date" in run_in(repo, "dvc", "status").stdout
+    for path, expected in cases.items():
+        source = repo / path
+        original = source.read_text()
+        source.write_text(original + "\n# an edit\n")
+        assert set(json.loads(run_in(repo, "dvc", "status", "--json").stdout)) == expected, path
+        source.write_text(original)
+
+
 def changed_stages(repo, mirror, *overrides) -> set[str]:
     """The stages `dvc status` names under a changed config."""
     compose_params(repo, mirror, *overrides)

@@ -134,7 +134,8 @@ def test_champions_are_not_promoted_while_a_train_stages_mlflow_handoff_is_missi
 
 
 def test_each_task_shows_only_its_own_anchors_and_only_under_their_protocol():
-    from pipeline.config import compose, validate
+    from pipeline.config import validate
+    from pipeline.compose import compose
 
     # A CSV task made from etth1.yaml for other data, one with no anchors, and ETTh1 at H=192.
     config = validate(compose(["+task@task.mycsv=etth1", "task.mycsv.source.checksum=sha256:" + "1" * 64,
@@ -149,7 +150,8 @@ def test_each_task_shows_only_its_own_anchors_and_only_under_their_protocol():
 
 
 def test_the_report_of_a_task_without_anchors_prints_none(tmp_path, monkeypatch):
-    from pipeline.config import compose, validate
+    from pipeline.config import validate
+    from pipeline.compose import compose
     from pipeline.report import results_table
 
     task = validate(compose(["task.etth1.anchors=[]"])).task["etth1"]

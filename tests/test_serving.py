@@ -18,17 +18,21 @@ from packaging.utils import canonicalize_name
 
 from benchmarks.serving_load import at_limit, load_test, refused, served
 from pipeline import serving
-from pipeline.generation import SAMPLING
-from pipeline.kinds import SPECS, classifier_spec, generator_spec
+from pipeline.kinds import classifier_spec, generator_spec
+from pipeline.kinds.generator_spec import SAMPLING
+from pipeline.kinds import SETTINGS as HEAD_SETTINGS
+from pipeline.kinds.specs import spec_of
 from pipeline.config import load_config
 from tests.conftest import REPO_ROOT, run_in
-from tests.imports import import_closure
+from tests.imports import lookup_closure
 
 # ---- what the served model carries, and the deployers' install ----------------------------------
 
 
 def test_the_served_code_is_the_serving_modules_whole_import_closure():
-    assert sorted(serving.SERVED_CODE) == sorted(str(p) for p in import_closure(REPO_ROOT, "pipeline.serving"))
+    """Its static imports, and the spec of every kind of head, which it looks up by name."""
+    closure = lookup_closure(REPO_ROOT, "pipeline.serving", {"head": set(HEAD_SETTINGS)})
+    assert sorted(serving.SERVED_CODE) == sorted(str(p) for p in closure)
 
 
 def test_predict_and_serving_import_without_torch_or_training_code():
@@ -270,7 +274,7 @@ def test_the_served_champions_answer_what_predict_prints_and_refuse_bad_input(pi
 
         # Every limit of every served kind: a 400 that names it, long before any timeout.
         for base, head in ((imdb, "classifier"), (etth1, "forecaster"), (shakespeare, "generator")):
-            for name, (body, status, says) in refused(SPECS[head], limits, window).items():
+            for name, (body, status, says) in refused(spec_of(head), limits, window).items():
                 start = time.perf_counter()
                 response = requests.post(f"{base}/invocations", data=body if isinstance(body, str) else json.dumps(body),
                                          headers={"Content-Type": "application/json"}, timeout=timeout_s)
@@ -284,7 +288,7 @@ def test_the_served_champions_answer_what_predict_prints_and_refuse_bad_input(pi
 
         # A small load: concurrent well-formed requests all answered while refusals go on beside them.
         for base, head in ((imdb, "classifier"), (etth1, "forecaster"), (shakespeare, "generator")):
-            load = load_test(base, SPECS[head], limits, window, requests_total=12, clients=3, timeout_s=timeout_s)
+            load = load_test(base, spec_of(head), limits, window, requests_total=12, clients=3, timeout_s=timeout_s)
             assert load["errors"] == 0 and load["all_refused"], load
             assert load["p50_ms"] <= load["p95_ms"] <= load["p99_ms"] and load["throughput_per_s"] > 0
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pipeline import predict
-from pipeline.config import ConfigError, compose, validate
+from pipeline.config import ConfigError, validate
+from pipeline.compose import compose
 from pipeline.latency import WORKLOAD_OF_BATCH
 from pipeline.sessions import PROVIDERS, open_session, open_workloads, session_options
 

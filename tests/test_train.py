@@ -18,7 +18,8 @@ from pipeline.checkpoints import save_checkpoint
 from pipeline.config import load_config
 from pipeline.datasets import EpochBatchSampler
 from pipeline.kinds.registry import build_model
-from pipeline.train import evaluate_best, fingerprint, run_epochs, setup
+from pipeline.resume import fingerprint
+from pipeline.train import evaluate_best, run_epochs, setup
 from tests.conftest import compose_params, copy_pipeline, run_in
 
 TIMING = {"train/seconds", "train/samples_per_s"}

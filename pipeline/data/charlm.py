@@ -15,8 +15,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
-from pipeline.config import CharLmPrepare
+from pipeline.data.charlm_settings import CharLmPrepare
+from pipeline.data import SplitData
 from pipeline.files import atomic_dir, file_digest, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -88,3 +91,41 @@ def prepare(path: str | Path, settings: CharLmPrepare, out_dir: str | Path) -> d
     }
     log.info("prepared %s: %s characters, vocabulary of %d", path, card["chars"], len(vocab))
     return card
+
+
+def items(card: dict) -> tuple[str, int]:
+    """What the data card counts, for the benchmarks' prepare throughput: the text's characters."""
+    return "chars", sum(card["chars"].values())
+
+
+# ---- the datasets a stage trains or scores on -------------------------------------------------
+
+
+class CharWindows(Dataset):
+    """(x, y) windows of a character-id sequence: y is x shifted by one character.
+    Window i starts at i * stride."""
+
+    def __init__(self, ids: np.ndarray, block_size: int, stride: int = 1):
+        self.ids = torch.from_numpy(ids.astype(np.int64))
+        self.block_size, self.stride = block_size, stride
+        self.count = max(0, (len(ids) - block_size - 1) // stride + 1)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        start = index * self.stride
+        window = self.ids[start:start + self.block_size + 1]
+        return window[:-1], window[1:]
+
+
+def split_datasets(prepared_dir: Path, meta: dict, train) -> dict[str, SplitData]:
+    """Train: windows at random offsets, `train.steps_per_epoch` batches an epoch. Val and test:
+    consecutive windows (the whole split is also scored as contiguous streams, the state
+    carried: pipeline/kinds/generator.py)."""
+    found = {}
+    for split in ("train", "val", "test"):
+        ids = np.load(Path(prepared_dir) / f"{split}.npy")
+        found[split] = (SplitData(CharWindows(ids, train.block_size), max_batches=train.steps_per_epoch)
+                        if split == "train" else SplitData(CharWindows(ids, train.block_size, stride=train.block_size)))
+    return found

@@ -26,8 +26,11 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
-from pipeline.config import ImdbPrepare
+from pipeline.data.imdb_settings import ImdbPrepare
+from pipeline.data import SplitData
 from pipeline.files import atomic_dir, file_digest, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -314,3 +317,42 @@ def prepare(archive: str | Path, settings: ImdbPrepare, out_dir: str | Path) -> 
     log.info("prepared IMDB in %.1fs: vocab %d, %s", seconds, card["vocab_size"],
              {n: (c["count"], c["oov_rate"]) for n, c in card["splits"].items()})
     return card
+
+
+def items(card: dict) -> tuple[str, int]:
+    """What the data card counts, for the benchmarks' prepare throughput: reviews, unlabelled ones too."""
+    return "reviews", sum(s["count"] for s in card["splits"].values()) + card["unsup_count"]
+
+
+# ---- the datasets a stage trains or scores on -------------------------------------------------
+
+
+class TokenDataset(Dataset):
+    def __init__(self, ids: np.ndarray, labels: np.ndarray):
+        self.ids = torch.from_numpy(ids.astype(np.int64))
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.lengths = (self.ids != 0).sum(1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.ids[index], self.labels[index]
+
+
+def trim_collate(batch):
+    """Stack token rows and cut the batch to its longest row (rows are right-padded)."""
+    ids = torch.stack([row for row, _ in batch])
+    labels = torch.stack([label for _, label in batch])
+    longest = int((ids != 0).sum(1).max().clamp(min=1))
+    return ids[:, :longest], labels
+
+
+def split_datasets(prepared_dir: Path, meta: dict, train) -> dict[str, SplitData]:
+    """Encoded reviews per split, batched by similar length and cut to the longest row."""
+    found = {}
+    for split in SPLITS:
+        arrays = np.load(Path(prepared_dir) / f"{split}.npz")
+        dataset = TokenDataset(arrays["ids"], arrays["labels"])
+        found[split] = SplitData(dataset, lengths=dataset.lengths, collate=trim_collate)
+    return found

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 import pandas as pd
 
-from pipeline.config import TimeseriesPrepare
+from pipeline.data.timeseries_settings import TimeseriesPrepare
+from pipeline.data import SplitData
 from pipeline.files import atomic_dir, file_digest, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -223,3 +226,34 @@ def prepare(csv_path: str | Path, settings: TimeseriesPrepare, out_dir: str | Pa
     }
     log.info("prepared %s: %d rows, windows %s", csv_path, card["rows"], windows)
     return card
+
+
+def items(card: dict) -> tuple[str, int]:
+    """What the data card counts, for the benchmarks' prepare throughput: the series' rows."""
+    return "rows", card["rows"]
+
+
+# ---- the datasets a stage trains or scores on -------------------------------------------------
+
+
+class WindowDataset(Dataset):
+    """Stride-1 windows over a scaled series: (past [L, C], future [H, C])."""
+
+    def __init__(self, series: np.ndarray, lookback: int, horizon: int):
+        self.series = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))
+        self.lookback, self.horizon = lookback, horizon
+        self.count = n_windows(len(series), lookback, horizon)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        end = index + self.lookback
+        return self.series[index:end], self.series[end:end + self.horizon]
+
+
+def split_datasets(prepared_dir: Path, meta: dict, train) -> dict[str, SplitData]:
+    """Stride-1 windows of each split's scaled series."""
+    return {split: SplitData(WindowDataset(np.load(Path(prepared_dir) / f"{split}.npz")["series"],
+                                           meta["lookback"], meta["horizon"]))
+            for split in SPLITS}

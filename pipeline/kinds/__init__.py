@@ -1,35 +1,37 @@
 """The kinds of model head (classifier, forecaster, generator): everything specific to one kind
-lives with that kind, and every stage looks the kind up instead of branching on its name.
+lives with that kind, and every stage looks the kind up by name instead of branching on it.
 
-A kind is two modules, split where torch is:
-- `<kind>_spec.py`, torch-free: its name, the schema of its settings (`model.<cell>.<kind>`), its
-  metric, and how a deployed model reads a request and answers it. pipeline.config builds the
-  schema from it; pipeline.predict and the served model (whose code must stay torch-free) use it.
-- `<kind>.py`: a `Kind` (pipeline/kinds/base.py) with the model, its training-only settings, the
-  loss, the metrics and the naive floor, the plots, the export wrapper and its graph interface,
-  the validation checks and timing workloads, and the report's columns. The stages look it up
-  in pipeline/kinds/registry.py.
+A kind is three modules, split by who needs them:
+- `<kind>_settings.py`: its name, its metric and the schema of its settings (`model.<cell>.<kind>`).
+  Small and torch-free: the configuration's schema is built from every kind's, here.
+- `<kind>_spec.py`, torch-free: how a deployed model reads a request and answers it
+  (pipeline.predict, the served model), looked up by name in `pipeline/kinds/specs.py`.
+- `<kind>.py`: a `Kind` (pipeline/kinds/base.py) with the model, the loss, metrics and floor,
+  the plots, the export wrapper, the validation checks and the report's columns, looked up by
+  name in `pipeline/kinds/registry.py`.
 
-This module is the registry of specs: torch-free, like them. A new kind is its two modules plus
-`register_spec` (and `registry.register`), or a line in each registry.
+Both lookups import a kind's module only when it is asked for (as Time-Series-Library's model
+dictionary does), so a stage imports, and dvc.yaml lists as its deps, only the kind of its own
+run: an edit to `forecaster.py` re-runs the forecaster's runs and nothing else.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from pipeline.kinds import classifier_spec, forecaster_spec, generator_spec
+from pipeline.kinds import classifier_settings, forecaster_settings, generator_settings
 
-SPECS: dict[str, ModuleType] = {spec.NAME: spec for spec in (classifier_spec, forecaster_spec, generator_spec)}
-
-
-def register_spec(spec: ModuleType) -> None:
-    """Add a kind's spec (a module or any object with its names): the config schema takes it
-    from the next validation on."""
-    SPECS[spec.NAME] = spec
+# name -> its settings module (NAME, METRIC, MAXIMIZE, Settings); a fourth kind adds its own.
+SETTINGS: dict[str, ModuleType] = {m.NAME: m for m in (classifier_settings, forecaster_settings, generator_settings)}
 
 
-def spec_of(name: str):
-    if name not in SPECS:
-        raise KeyError(f"no model head {name!r}; the kinds are {sorted(SPECS)} (pipeline/kinds/)")
-    return SPECS[name]
+def settings_of(name: str):
+    if name not in SETTINGS:
+        raise KeyError(f"no model head {name!r}; the kinds are {sorted(SETTINGS)} (pipeline/kinds/)")
+    return SETTINGS[name]
+
+
+def module_of(name: str, suffix: str = "") -> str:
+    """The dotted name of a kind's module: pipeline.kinds.<name><suffix>."""
+    settings_of(name)   # an unknown name fails here, naming the kinds
+    return f"{__name__}.{name}{suffix}"

@@ -199,7 +199,7 @@ class BatchKind(Kind):
         return total / count
 
     def onnx_checks(self, sessions, model, trained, task, loader, device, gates) -> dict:
-        args, meta, bulk = trained.spec["args"], trained.meta, sessions["throughput"]
+        args, meta, bulk = trained.model_args["args"], trained.meta, sessions["throughput"]
         parity = self.parity(bulk, model, self.parity_inputs(args, meta), device, gates.outputs)
         return {"max_abs_diff": parity.max_abs_diff, **parity.record("parity", gates.outputs),
                 "onnx_metric": self.onnx_test_metric(bulk, loader),
@@ -208,7 +208,7 @@ class BatchKind(Kind):
     def int8_checks(self, sessions, trained, task, loader, fp32, rule) -> dict:
         """Latency (as fp32's), speed-ups over PyTorch eager (timed once, for fp32) and over fp32
         ONNX, and the test-metric gate."""
-        ours = onnx_latency(sessions, self, trained.spec["args"], trained.meta)
+        ours = onnx_latency(sessions, self, trained.model_args["args"], trained.meta)
         speedups = {}
         for b in LATENCY_BATCHES:
             ms = ours[f"latency_ms_b{b}_p50"]

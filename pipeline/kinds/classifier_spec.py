@@ -1,37 +1,20 @@
-"""The classifier (IMDB-style text classification), torch-free: its name, its settings, its
-metric, and how a deployed model reads a request and answers it (pipeline.predict, the served
-model). The rest of the kind, which needs torch, is pipeline/kinds/classifier.py."""
+"""The classifier, torch-free: how a deployed model reads a request and answers it
+(pipeline.predict, the served model). Its name, metric and settings are
+`classifier_settings.py`; the rest of the kind, which needs torch, is `classifier.py`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from pipeline.limits import PredictError, within
-from pipeline.schema import Dropout, PositiveInt, Section
+from pipeline.kinds.classifier_settings import MAXIMIZE, METRIC, NAME, Settings  # noqa: F401  (the kind's names)
 
-NAME = "classifier"
-METRIC, MAXIMIZE = "acc", True   # picks the best epoch and the champion
 STRING_FIELD = "text"             # what a bare string of a request fills: {"inputs": ["...", "..."]}
 ROW_LIMIT = ("max_texts", "reviews in one request")   # the limit on a request's rows, checked first
-
-
-class Settings(Section):
-    """model.<name>.classifier: the constructor's arguments, plus pretrained_embeddings."""
-
-    embedding_dim: PositiveInt
-    pretrained_embeddings: bool
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    bidirectional: bool
-    dropout: Dropout
-    embedding_dropout: Dropout
-    pooling: list[Literal["last", "mean", "max"]] = Field(min_length=1)
 
 
 def example(meta: dict) -> str:

@@ -187,3 +187,6 @@ class Forecaster(BatchKind):
     def report_sections(self, task_name, task, runs, out_dir):
         figure = overlay_forecasts(task_name, runs, scale_of(task), out_dir / f"{task_name}-forecasts.png")
         return [f"![{task_name} forecasts]({figure.name})"], [figure]
+
+
+KIND = Forecaster()

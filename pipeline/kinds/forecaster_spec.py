@@ -1,6 +1,6 @@
-"""The forecaster (multivariate time-series forecasting), torch-free: its name, its settings,
-its metric, and how a deployed model reads a request and answers it (pipeline.predict, the
-served model). The rest of the kind, which needs torch, is pipeline/kinds/forecaster.py."""
+"""The forecaster, torch-free: how a deployed model reads a request and answers it
+(pipeline.predict, the served model). Its name, metric and settings are
+`forecaster_settings.py`; the rest of the kind, which needs torch, is `forecaster.py`."""
 
 from __future__ import annotations
 
@@ -8,30 +8,14 @@ import collections
 import csv
 import json
 import sys
-from typing import Literal
 
 import numpy as np
-from pydantic import Field
 
 from pipeline.limits import PredictError
-from pipeline.schema import Dropout, PositiveInt, Section
+from pipeline.kinds.forecaster_settings import MAXIMIZE, METRIC, NAME, Settings  # noqa: F401  (the kind's names)
 
-NAME = "forecaster"
-METRIC, MAXIMIZE = "mse", False
 STRING_FIELD = None
 ROW_LIMIT = ("max_series_rows", "rows in one request")
-
-
-class Settings(Section):
-    """model.<name>.forecaster: the constructor's arguments (pipeline/models.py Forecaster)."""
-
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    dropout: Dropout
-    revin: bool
-    segment_len: int = Field(ge=0, description="0 = one step at a time")
-    channel_independent: bool
-    decoder: Literal["linear", "pmf"] = Field("linear", description="pmf: SegRNN's parallel multi-step decoding")
 
 
 def example(meta: dict) -> str:

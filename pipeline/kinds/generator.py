@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pipeline.files import save_png, write_text_atomic
-from pipeline.generation import (
+from pipeline.kinds.generator_spec import (
     SAMPLING,
     VocabularyError,
     bits,
@@ -56,11 +56,11 @@ class StatefulGenerator(nn.Module):
         return (logits, *new)
 
 
-# ---- scoring: whole splits as contiguous streams, the state carried (pipeline.generation) -------
+# ---- scoring: whole splits as contiguous streams, the state carried (generator_spec.py) -------
 
 
 def torch_step(model, device: torch.device):
-    """A generation.Step over a CharGenerator: numpy in, numpy out."""
+    """A generator_spec.Step over a CharGenerator: numpy in, numpy out."""
     def step(ids: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
         with torch.no_grad():
             logits, new = model.step(torch.from_numpy(ids).to(device),
@@ -231,7 +231,7 @@ class Generator(Kind):
         greedy = [generate(step, zero(1), prompt, GREEDY_CHARS, 0.0, 0)
                   for step, zero in ((ours, ours_zero), (theirs, theirs_zero))]
         onnx_speed, torch_speed = decode_latency(ours, ours_zero, device), decode_latency(theirs, theirs_zero, device)
-        outputs, states = step_parity(bulk, theirs, generator_parity_cases(trained.spec["args"]), gates)
+        outputs, states = step_parity(bulk, theirs, generator_parity_cases(trained.model_args["args"]), gates)
         return {"max_abs_diff": max(outputs.max_abs_diff, states.max_abs_diff),
                 **outputs.record("parity", gates.outputs), **states.record("state_parity", gates.states),
                 "onnx_metric": stream_loss(bulk, ours_zero, test_ids, task.train.eval_streams, task.train.block_size),
@@ -265,3 +265,6 @@ class Generator(Kind):
             lines += ["", f"{model.upper()} sample ({settings}):", "",
                       "```text", text.replace("\n\n", "\n \n").rstrip(), "```"]
         return lines[1:], []
+
+
+KIND = Generator()

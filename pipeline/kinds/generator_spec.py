@@ -1,40 +1,122 @@
-"""The generator (character-level language model), torch-free: its name, its settings, its
-metric, and how a deployed model reads a request and answers it (pipeline.predict, the served
-model). The rest of the kind, which needs torch, is pipeline/kinds/generator.py."""
+"""The generator, torch-free: how a deployed model reads a request and answers it
+(pipeline.predict, the served model). Its name, metric and settings are
+`generator_settings.py`; the rest of the kind, which needs torch, is `generator.py`.
+
+Generation and scoring over any stateful step function, numpy only: a step maps (ids [B, T]
+int64, state: a tuple of arrays) -> (logits [B, T, V], state). PyTorch's model (train,
+validate) and onnxruntime's session (predict, the served model) both provide one, so training,
+validation and deployment generate and score with the same code."""
 
 from __future__ import annotations
 
 import json
+import math
+from typing import Callable, Sequence
 
 import numpy as np
-from pydantic import model_validator
 
-from pipeline import generation
-from pipeline.generation import SAMPLING
 from pipeline.limits import PredictError, within
-from pipeline.schema import Dropout, PositiveInt, Section
+from pipeline.kinds.generator_settings import MAXIMIZE, METRIC, NAME, Settings  # noqa: F401  (the kind's names)
 
-NAME = "generator"
-METRIC, MAXIMIZE = "loss", False   # nats per character
 STRING_FIELD = "prompt"
 ROW_LIMIT = None                   # one row: from_records refuses more
 
+Step = Callable[[np.ndarray, tuple], tuple[np.ndarray, tuple]]
 
-class Settings(Section):
-    """model.<name>.generator: the constructor's arguments (pipeline/models.py CharGenerator)."""
+# How text is sampled unless asked otherwise: the samples that training logs to MLflow (from
+# the task's fixed prompt), pipeline.predict's defaults and a served request's missing fields.
+SAMPLING = {"max_chars": 500, "temperature": 0.8, "seed": 0, "top_k": None}
 
-    embedding_dim: PositiveInt
-    hidden_size: PositiveInt
-    num_layers: PositiveInt
-    dropout: Dropout
-    tie_weights: bool   # the output layer reuses the embedding (needs embedding_dim == hidden_size)
 
-    @model_validator(mode="after")
-    def _tying_fits(self) -> "Settings":
-        if self.tie_weights and self.embedding_dim != self.hidden_size:
-            raise ValueError(f"tie_weights needs embedding_dim == hidden_size, found {self.embedding_dim} "
-                             f"and {self.hidden_size}")
-        return self
+class VocabularyError(ValueError):
+    """Text with characters outside the model's vocabulary (there is no [UNK] id)."""
+
+
+def encode(text: str, vocab: Sequence[str]) -> np.ndarray:
+    lookup = {char: i for i, char in enumerate(vocab)}
+    unknown = sorted({c for c in text if c not in lookup})
+    if unknown:
+        raise VocabularyError(f"character(s) {''.join(unknown)!r} are not in the model's vocabulary of "
+                              f"{len(vocab)}: {''.join(vocab)!r}")
+    return np.array([lookup[c] for c in text], dtype=np.int64)
+
+
+def decode(ids, vocab: Sequence[str]) -> str:
+    return "".join(vocab[int(i)] for i in ids)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def pick(logits: np.ndarray, temperature: float, rng: np.random.Generator, top_k: int | None = None) -> int:
+    """The next id from the last logits [V]: argmax at temperature 0, else a seeded sample."""
+    logits = logits.astype(np.float64)
+    if temperature == 0:
+        return int(np.argmax(logits))
+    if top_k is not None and top_k < len(logits):
+        cutoff = np.sort(logits)[-top_k]
+        logits = np.where(logits < cutoff, -np.inf, logits)
+    probabilities = np.exp(log_softmax(logits / temperature))
+    return int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+
+
+def generate(step: Step, state: tuple, prompt_ids: np.ndarray, count: int, temperature: float, seed: int,
+             top_k: int | None = None) -> list[int]:
+    """Read the prompt in one call, then `count` ids one call each (batch 1)."""
+    rng = np.random.default_rng(seed)
+    logits, state = step(prompt_ids.reshape(1, -1).astype(np.int64), state)
+    generated = []
+    for _ in range(count):
+        next_id = pick(logits[0, -1], temperature, rng, top_k)
+        generated.append(next_id)
+        logits, state = step(np.array([[next_id]], dtype=np.int64), state)
+    return generated
+
+
+def session_step(session) -> Step:
+    """A Step over an onnxruntime session of a stateful generator graph (pipeline.export):
+    inputs input_ids and the state, outputs logits and the new state, in that order."""
+    names = [value.name for value in session.get_inputs()]
+
+    def step(ids: np.ndarray, state: tuple) -> tuple[np.ndarray, tuple]:
+        out = session.run(None, {names[0]: ids, **dict(zip(names[1:], state))})
+        return out[0], tuple(out[1:])
+    return step
+
+
+def session_zero_state(session) -> Callable[[int], tuple]:
+    """batch -> zeros for each state input ([num_layers, batch, hidden_size], fixed but batch)."""
+    shapes = [value.shape for value in session.get_inputs()[1:]]
+    return lambda batch: tuple(np.zeros((layers, batch, hidden), dtype=np.float32) for layers, _, hidden in shapes)
+
+
+def stream_loss(step: Step, zero_state: Callable[[int], tuple], ids: np.ndarray, streams: int,
+                block: int) -> float:
+    """Mean negative log-likelihood (nats per character) of predicting ids[1:] from ids[:-1].
+
+    The text is cut into `streams` contiguous pieces read side by side, `block` characters
+    per call, the state carried from call to call: every character is scored once, with its
+    whole piece before it as context (a truncated remainder of under `streams` characters is
+    left out).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    length = (len(ids) - 1) // streams
+    inputs = ids[:length * streams].reshape(streams, length)
+    targets = ids[1:length * streams + 1].reshape(streams, length)
+    state, total = zero_state(streams), 0.0
+    for start in range(0, length, block):
+        logits, state = step(inputs[:, start:start + block], state)
+        chosen = np.take_along_axis(log_softmax(logits.astype(np.float64)), targets[:, start:start + block, None], -1)
+        total -= float(chosen.sum())
+    return total / (length * streams)
+
+
+def bits(nats: float) -> float:
+    """Bits per character from nats per character."""
+    return nats / math.log(2)
+
 
 
 def example(meta: dict) -> str:
@@ -61,9 +143,10 @@ def check_generation_args(prompt: str | None, max_chars: int, temperature: float
 
 def from_cli(args, meta: dict, limits: dict | None) -> dict:
     """pipeline.predict's --prompt, --max-chars, --temperature, --seed and --top-k."""
-    check_generation_args(args.prompt, args.max_chars, args.temperature, args.top_k, limits)
-    return {"prompt": args.prompt, "max_chars": args.max_chars, "temperature": args.temperature,
-            "seed": args.seed, "top_k": args.top_k}
+    given = {"max_chars": args.max_chars, "temperature": args.temperature, "seed": args.seed, "top_k": args.top_k}
+    chosen = {k: SAMPLING[k] if v is None else v for k, v in given.items()}   # the command line's defaults
+    check_generation_args(args.prompt, chosen["max_chars"], chosen["temperature"], chosen["top_k"], limits)
+    return {"prompt": args.prompt, **chosen}
 
 
 def absent(value) -> bool:
@@ -120,12 +203,12 @@ def answer(session, meta: dict, args: dict, context=None) -> dict:
     """The prompt read in one call of the stateful graph, then one character per call."""
     vocab = json.loads(meta["vocab"])
     try:
-        prompt_ids = generation.encode(args["prompt"], vocab)
-    except generation.VocabularyError as exc:
+        prompt_ids = encode(args["prompt"], vocab)
+    except VocabularyError as exc:
         raise PredictError(f"--prompt: {exc}") from None
-    ids = generation.generate(generation.session_step(session), generation.session_zero_state(session)(1),
+    ids = generate(session_step(session), session_zero_state(session)(1),
                               prompt_ids, args["max_chars"], args["temperature"], args["seed"], args["top_k"])
-    return {"prompt": args["prompt"], "text": generation.decode(ids, vocab), "temperature": args["temperature"],
+    return {"prompt": args["prompt"], "text": decode(ids, vocab), "temperature": args["temperature"],
             "seed": args["seed"], "top_k": args["top_k"]}
 
 

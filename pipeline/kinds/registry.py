@@ -1,28 +1,30 @@
-"""The kinds, by name, as the stages use them: the one place that lists them (with their
-torch-free specs, pipeline/kinds/__init__.py). A stage looks a kind up here once and calls it."""
+"""The kinds as the stages use them (`Kind`, pipeline/kinds/base.py), by name: a kind's module
+(`pipeline/kinds/<name>.py`, whose `KIND` is its instance) is imported on first lookup, so a
+stage imports only the kind of its own run (pipeline/kinds/__init__.py says why)."""
 
 from __future__ import annotations
 
+import importlib
+
 from torch import nn
 
-from pipeline.kinds import register_spec
 from pipeline.kinds.base import Kind
-from pipeline.kinds.classifier import Classifier
-from pipeline.kinds.forecaster import Forecaster
-from pipeline.kinds.generator import Generator
+from pipeline.kinds.specs import register_spec
 
-KINDS: dict[str, Kind] = {kind.name: kind for kind in (Classifier(), Forecaster(), Generator())}
+KINDS: dict[str, Kind] = {}   # name -> Kind, filled on lookup (or by `register`)
 
 
 def register(kind: Kind) -> None:
-    """Add a kind (its spec too): a fourth head is a Kind, its spec, and conf files."""
+    """Add a kind from outside pipeline/kinds/ (its spec too): a Kind, its spec, and conf files."""
     register_spec(kind.spec)
     KINDS[kind.name] = kind
 
 
 def kind_of(name: str) -> Kind:
     if name not in KINDS:
-        raise KeyError(f"no model head {name!r}; the kinds are {sorted(KINDS)} (pipeline/kinds/registry.py)")
+        from pipeline.kinds import module_of
+
+        KINDS[name] = importlib.import_module(module_of(name)).KIND
     return KINDS[name]
 
 
