@@ -218,7 +218,7 @@ def margins_table(config: Config) -> str:
         if record.get("status") != "ok" or "parity" not in record:
             continue
         rows.append([run, f"`{train[run].get('host', 'unrecorded')}`", f"{record['parity']:.2g} ({record['parity_at']})",
-                     number(record.get("state_parity"), 2) if "state_parity" in record else "–",
+                     f"{record['state_parity']:.2g} ({record['state_parity_at']})" if "state_parity" in record else "–",
                      f"{record['metric_delta'] / record['metric_limit']:.2g}",
                      f"{record['int8_metric_change'] / record['int8_metric_change_limit']:.2g}"
                      if "int8_metric_change" in record else "–",

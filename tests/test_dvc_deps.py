@@ -114,8 +114,9 @@ def test_stage_modules_import_library_modules_never_each_other():
 
 def test_the_benchmarks_import_library_modules_never_a_stage():
     stages = {Path(*stage_module(stage.cmd).split(".")).with_suffix(".py") for stage in resolved_stages(REPO_ROOT)}
-    benchmarks = sorted(f"benchmarks.{path.stem}" for path in (REPO_ROOT / "benchmarks").glob("*.py"))
-    assert "benchmarks.run" in benchmarks
+    benchmarks = sorted(".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+                        for path in (REPO_ROOT / "benchmarks").rglob("*.py"))
+    assert "benchmarks.run" in benchmarks and "benchmarks.sections.train" in benchmarks
     for module in benchmarks:
         assert not import_closure(REPO_ROOT, module, ("pipeline", "benchmarks")) & stages, module
 
