@@ -115,8 +115,11 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
         assert train["ratio_ours_to_bare"]["values"] == pytest.approx(ratios)   # ours/bare throughput, per run
         assert ("**missed**" in rows[name]) is not train["ratio_met"]          # the table says what the JSON says
         assert train["batches"] == 2 and 0 < train["samples"] <= 2 * train["batch_size"]
-        # a tiny model reaches a small part of even a 128 x 128 matmul's rate
-        assert 0 < results["roofline"]["models"][name]["fraction_of_peak"]["median"] < 1
+        # the fraction is the loop's FLOP/s over the ceiling measured in the same run (whether it is
+        # below 1 is a timing, and a 128 x 128 matmul timed twice beside other tests is noise)
+        roofline, peak = results["roofline"]["models"][name], results["roofline"]["peak"]["flop_per_s"]["median"]
+        assert roofline["fraction_of_peak"]["median"] == pytest.approx(train["ours"]["flop_per_s"]["median"] / peak)
+        assert roofline["fraction_of_peak"]["median"] > 0 and roofline["ours_flop_per_s"] > 0
         cpu = results["onnx"][name]["cpu"]
         assert cpu["status"] == "ok"
         check(cpu["latency_ms_b1_p50"])
