@@ -167,30 +167,32 @@ def train_metrics(config: Config) -> dict[str, dict]:
             for run, r in config.runs.items()}
 
 
-def host_line(config: Config) -> str:
-    """Which CPU kind the runs' figures come from (each training run records its own)."""
-    hosts = sorted({metrics.get("host", "unrecorded") for metrics in train_metrics(config).values()})
-    return (f"Host: `{'`, `'.join(hosts)}` (the kind of CPU the runs trained on: another kind gives slightly "
-            "other figures, see docs/results.md, \"By host\").")
+def hosts_of(train: dict[str, dict]) -> list[str]:
+    """The CPU kinds the runs trained on (each training run records its own)."""
+    return sorted({metrics.get("host", "unrecorded") for metrics in train.values()})
 
 
-def headline_table(config: Config, champions: dict[str, str]) -> str:
-    """The README's results: one row per task, and the host kind they come from."""
+def host_line(train: dict[str, dict]) -> str:
+    return (f"Host: `{'`, `'.join(hosts_of(train))}` (the kind of CPU the runs trained on: another kind gives "
+            "slightly other figures, see docs/results.md, \"By host\").")
+
+
+def headline_table(config: Config, champions: dict[str, str], train: dict[str, dict]) -> str:
+    """The README's results: one row per task, and the host kind they come from (`train`: every
+    run's metrics/train record)."""
     rows = []
     for task, best in champions.items():
-        train = {m: read_json(paths.train_metrics) for m, paths in runs_of(config, task).items()}
-        rows.append([task, *headline_anchor(config.task[task], train, best)])
+        of_task = {r.model: train[run] for run, r in config.runs.items() if r.task == task}
+        rows.append([task, *headline_anchor(config.task[task], of_task, best)])
     header = ["task", "champion (on validation)", "metric", "champion", "best published anchor", "naive floor"]
-    return table(header, rows) + "\n\n" + host_line(config)
+    return table(header, rows) + "\n\n" + host_line(train)
 
 
-def hosts_table(config: Config) -> str:
+def hosts_table(config: Config, train: dict[str, dict]) -> str:
     """Each run's test metric and training seconds on this run's host and on the other CPU kinds
     recorded in metrics/hosts.json (each with where its figures come from)."""
-    train = train_metrics(config)
     others = read_json(Path(config.paths.metrics) / OTHER_HOSTS)
-    here = sorted({metrics.get("host", "unrecorded") for metrics in train.values()})
-    header = ["run", "metric", f"this run: `{', '.join(here)}`", *(f"`{host}`" for host in others)]
+    header = ["run", "metric", f"this run: `{', '.join(hosts_of(train))}`", *(f"`{host}`" for host in others)]
     rows = []
     for run, metrics in train.items():
         key = f"test/{config.task[config.runs[run].task].metric}"
@@ -208,10 +210,9 @@ def full_tables(markdown: str) -> str:
     return "\n\n".join(f"**{t[3:]}**\n\n{tab}" for t, tab in zip(titles, tables.split("\n\n")))
 
 
-def margins_table(config: Config) -> str:
+def margins_table(config: Config, train: dict[str, dict]) -> str:
     """Each run's gates on the CPU as a fraction of their limits (<= 1 passes; the rest is the
     margin), from its validation record, with the host it ran on."""
-    train = train_metrics(config)
     rows = []
     for run, r in config.runs.items():
         record = read_json(run_paths(config.paths, r.task, r.model, r.head).onnx_metrics).get("cpu", {})
@@ -231,11 +232,13 @@ def margins_table(config: Config) -> str:
 def results_pages(config: Config, markdown: str, champions: dict[str, str]) -> dict[Path, str]:
     """{file: its new text}: the README's one-row-per-task table, docs/results.md's full tables
     and by-host table, and docs/validation.md's margins."""
-    readme = replace_block(README.read_text(encoding="utf-8"), "results", headline_table(config, champions), README)
+    train = train_metrics(config)   # read once, for every block
+    readme = replace_block(README.read_text(encoding="utf-8"), "results", headline_table(config, champions, train),
+                           README)
     page = replace_block(RESULTS_PAGE.read_text(encoding="utf-8"), "results",
-                         full_tables(markdown) + "\n\n" + host_line(config), RESULTS_PAGE)
-    gates = replace_block(GATES_PAGE.read_text(encoding="utf-8"), "margins", margins_table(config), GATES_PAGE)
-    return {README: readme, RESULTS_PAGE: replace_block(page, "hosts", hosts_table(config), RESULTS_PAGE),
+                         full_tables(markdown) + "\n\n" + host_line(train), RESULTS_PAGE)
+    gates = replace_block(GATES_PAGE.read_text(encoding="utf-8"), "margins", margins_table(config, train), GATES_PAGE)
+    return {README: readme, RESULTS_PAGE: replace_block(page, "hosts", hosts_table(config, train), RESULTS_PAGE),
             GATES_PAGE: gates}
 
 
