@@ -2,7 +2,7 @@
 
     python -m benchmarks.run                 # after `dvc repro`; writes benchmarks/results/<host-kind>.{json,md}
 
-(a) train      samples/s and tokens (or time steps)/s of pipeline.train's loop against a bare
+(a) train      samples/s and tokens (or time steps)/s of pipeline.stages.train's loop against a bare
                PyTorch loop, same model, same batches; the ratio must be >= 0.95
 (a2) peephole  training samples/s of the peephole LSTM against nn.LSTM, same settings, same
                batches, bare loop; the ratio's target is >= 0.5
@@ -45,7 +45,7 @@ from benchmarks import sections
 from benchmarks.common import host_info
 from benchmarks.sections import export, onnx, peephole, prepare, profile, repro, roofline, serve, train, unrolled
 from pipeline.config import Config, load_config
-from pipeline.distributed import pick_device
+from pipeline.training.distributed import pick_device
 from pipeline.files import read_json, write_json_atomic, write_text_atomic
 from pipeline.hosts import host_kind
 from pipeline.kinds import SETTINGS

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.latency import LATENCY_SEQUENCE
 from pipeline.layout import METADATA_PREFIX
-from pipeline.sessions import PROVIDERS, open_session
+from pipeline.deploy.sessions import PROVIDERS, open_session
 
 GRID = {"intra_op_num_threads": (0, 1, 2), "execution_mode": ("sequential", "parallel"),
         "graph_optimization_level": ("all", "extended", "basic")}  # first: the defaults

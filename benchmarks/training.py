@@ -11,14 +11,14 @@ from torch import nn
 
 from benchmarks.common import synchronize
 from pipeline.config import Config
-from pipeline.datasets import load_task_data
+from pipeline.training.datasets import load_task_data
 from pipeline.kinds.registry import kind_of
 
 
 def first_batches(config: Config, task_name: str, n_batches: int):
     """(the task's data, the first `n_batches` training batches of its epoch 1, at most all of them)."""
     task = config.task[task_name]
-    data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed, config.train.num_workers)
+    data = load_task_data(task.data, task.paths.prepared, task.train, config.seed, config.train.num_workers)
     data.train.batch_sampler.set_epoch(1)
     return data, list(itertools.islice(data.train, min(n_batches, len(data.train))))
 

@@ -78,7 +78,7 @@ class TrainConfig(Section):
 
 
 class SessionSettings(Section):
-    """onnxruntime SessionOptions for one workload (pipeline/sessions.py applies them). Only
+    """onnxruntime SessionOptions for one workload (pipeline/deploy/sessions.py applies them). Only
     the thread count: the execution mode and optimisation level made no consistent
     difference, or only a loss, when measured (benchmarks/session_settings.py)."""
 
@@ -168,8 +168,8 @@ class Run(Section):
     data: str
 
 
-def default_head(kind: str) -> str:
-    return DATA_SETTINGS[kind].Task.model_fields["head"].default
+def default_head(data: str) -> str:
+    return DATA_SETTINGS[data].Task.model_fields["head"].default
 
 
 def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -181,12 +181,12 @@ def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict
     """
     pairs = {}
     for task_name, task in tasks.items():
-        kind = task["kind"]
-        if kind not in DATA_SETTINGS:  # left to the schema, which names the key and the kinds
+        data = task.get("data")
+        if data not in DATA_SETTINGS:  # left to the schema, which names the key and the data kinds
             continue
         for model_name in task.get("models") or models:
             pairs[run_name(task_name, model_name)] = {"task": task_name, "model": model_name,
-                                                  "head": task.get("head") or default_head(kind), "data": kind}
+                                                  "head": task.get("head") or default_head(data), "data": data}
     return pairs
 
 
@@ -240,7 +240,7 @@ class Config(Section):
 def _schema(heads: tuple[tuple[str, type], ...], tasks: tuple[type, ...]) -> type[Config]:
     model = create_model("ModelConfig", __base__=ModelBase,
                          **{name: (settings | None, None) for name, settings in heads})
-    task = Annotated[Union[tasks], Field(discriminator="kind")] if len(tasks) > 1 else tasks[0]
+    task = Annotated[Union[tasks], Field(discriminator="data")] if len(tasks) > 1 else tasks[0]
     return create_model("Config", __base__=Config, model=(dict[str, model], Field(min_length=1)),
                         task=(dict[str, task], Field(min_length=1)))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-METADATA_PREFIX = "rb."  # every metadata key pipeline.export writes; predict refuses a model without them
+METADATA_PREFIX = "rb."  # every metadata key pipeline.stages.export writes; predict refuses a model without them
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """MLflow tracking, the pipeline's boundary with MLflow: every run, artifact, logged model and
-registry change of the stages goes through here (the deployment path, pipeline.predict and the
+registry change of the stages goes through here (the deployment path, pipeline.deploy.predict and the
 served model, reads models through mlflow itself).
 
 - Where: `tracking.uri` (sqlite:///mlflow.db at the repo root by default); the
@@ -207,7 +207,7 @@ class MlflowTracker(NullTracker):
 
     def log_served_model(self, python_model, artifacts, code_paths, pip_requirements, registered_name,
                          version_tags):
-        """A pyfunc model (`mlflow models serve` serves it; pipeline.serving.served_form gives its
+        """A pyfunc model (`mlflow models serve` serves it; pipeline.deploy.serving.served_form gives its
         parts), logged as `served-model` and registered as a new version of `registered_name`,
         tagged with `version_tags`."""
         info = self._mlflow.pyfunc.log_model(

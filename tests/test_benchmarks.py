@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.flops import classifier_train_flops, forecaster_train_flops
+from pipeline.training.flops import classifier_train_flops, forecaster_train_flops
 from pipeline.kinds.registry import build_model
-from pipeline.sessions import PROVIDERS, open_session
+from pipeline.deploy.sessions import PROVIDERS, open_session
 from tests.conftest import REPO_ROOT, run_in
 
 

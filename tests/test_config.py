@@ -123,7 +123,7 @@ def test_a_stage_fails_at_start_up_on_a_bad_params_file(tmp_path):
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["task"]["etth1"]["prepare"]["lookback"] = -4
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = run_in(tmp_path, sys.executable, "-m", "pipeline.fetch", "etth1", check=False)
+    result = run_in(tmp_path, sys.executable, "-m", "pipeline.stages.fetch", "etth1", check=False)
     assert result.returncode == 1
     assert "task.etth1.prepare.lookback: Input should be greater than 0 (found -4)" in result.stderr
     assert not (tmp_path / "data").exists()

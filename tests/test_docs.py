@@ -311,7 +311,7 @@ def test_every_command_in_the_readme_and_the_docs_names_modules_flags_stages_and
 
 def test_the_readme_shows_the_predict_one_liner_and_the_mlflow_ui():
     shown = [shlex.join(argv) for argv in shown_commands((REPO_ROOT / "README.md").read_text(encoding="utf-8"))]
-    assert "python -m pipeline.predict onnx/imdb-gru/model.onnx --text 'A wonderful film.'" in shown
+    assert "python -m pipeline.deploy.predict onnx/imdb-gru/model.onnx --text 'A wonderful film.'" in shown
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in shown
 
 
@@ -326,7 +326,7 @@ def test_the_command_checker_reports_a_made_up_module_flag_file_and_stage():
     markdown = "\n".join([
         "```bash",
         "python -m pipeline.no_such_module --text x",
-        "python -m pipeline.predict onnx/imdb-gru/model.onnx --no-such-flag 1",
+        "python -m pipeline.deploy.predict onnx/imdb-gru/model.onnx --no-such-flag 1",
         "pytest tests/test_no_such_file.py && python -m pipeline.config  # conf/ok-in-a-comment.yaml",
         "dvc repro trian@imdb-gru",
         "dvc exp run -S train.lr=1e-3 train@imdb-peephole",
@@ -335,7 +335,7 @@ def test_the_command_checker_reports_a_made_up_module_flag_file_and_stage():
     ])
     problems = [p for argv in shown_commands(markdown) for p in command_problems(argv, repo)]
     assert len(problems) == 6, problems
-    for expected in ("pipeline.no_such_module: no such module", "--no-such-flag: pipeline/predict.py defines no",
+    for expected in ("pipeline.no_such_module: no such module", "--no-such-flag: pipeline/deploy/predict.py defines no",
                      "tests/test_no_such_file.py: no such file", "no stage 'trian'", "no item 'imdb-peephole'",
                      "onnx/no-such-run/model.onnx: neither"):
         assert any(expected in p for p in problems), (expected, problems)
@@ -345,7 +345,7 @@ def test_the_command_checker_accepts_what_dvc_repro_makes_and_what_the_repositor
     repo = read_repo(REPO_ROOT)
     markdown = "\n".join([
         "```console",
-        "$ python -m pipeline.predict onnx/etth1-lstm/model.onnx --int8 \\",
+        "$ python -m pipeline.deploy.predict onnx/etth1-lstm/model.onnx --int8 \\",
         "    --csv last_week.csv",
         "output line that is not a command: python -m not.a.command",
         "```",
@@ -355,7 +355,7 @@ def test_the_command_checker_accepts_what_dvc_repro_makes_and_what_the_repositor
         "  ```",
     ])
     commands = shown_commands(markdown)
-    assert [argv[:3] for argv in commands] == [["python", "-m", "pipeline.predict"], ["cat",
+    assert [argv[:3] for argv in commands] == [["python", "-m", "pipeline.deploy.predict"], ["cat",
                                                "data/prepared/imdb/encoded/tokenizer.json", "metrics/"],
                                                ["dvc", "repro", "-f"]]
     assert [p for argv in commands for p in command_problems(argv, repo)] == []

@@ -4,17 +4,16 @@ pipeline/layout.py says, and a task added in conf/ gets all its stages."""
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import yaml
 
-from pipeline.checkpoints import paths_of
+from pipeline.training.checkpoints import paths_of
 from pipeline.config import load_config
 from pipeline.data import SETTINGS as DATA_SETTINGS
 from pipeline.kinds import SETTINGS as HEAD_SETTINGS
 from tests.conftest import REPO_ROOT, committed_files, compose_params, copy_repo, make_mirror, run_in
-from tests.imports import import_closure, lookup_closure
+from tests.imports import LOOKUPS, import_closure, lookup_closure
 
 
 def resolved_stages(root: Path) -> list:
@@ -38,7 +37,7 @@ def looked_up(config, stage_name: str) -> dict[str, set[str]]:
         run = config.runs[key]
         return {"head": {run.head}, "data": {run.data}}
     if key in config.task:
-        return {"head": {config.task[key].head}, "data": {config.task[key].kind}}
+        return {"head": {config.task[key].head}, "data": {config.task[key].data}}
     return {"head": {r.head for r in config.runs.values()}, "data": {r.data for r in config.runs.values()}}
 
 
@@ -64,24 +63,32 @@ def missing_code_deps(root: Path) -> dict[str, list[str]]:
     return missing
 
 
+def own_modules(root: Path) -> set[Path]:
+    """The files that one name's lookup alone brings in: a kind's or a data kind's own modules
+    and its network (dvc.yaml names them per run, `${item.head}`, `${item.data}`)."""
+    names = {"head": set(HEAD_SETTINGS), "data": set(DATA_SETTINGS)}
+    own = set()
+    for field, template in LOOKUPS.values():
+        closures = [import_closure(root, template.format(name)) for name in sorted(names[field])]
+        own |= {path for path in set().union(*closures) if sum(path in c for c in closures) == 1}
+    return own
+
+
 def foreign_code_deps(root: Path) -> dict[str, list[str]]:
     """{stage: code in its deps that it never runs, where that is a kind's or a data kind's own
     module (an edit there would re-run the stage for nothing) or code no stage of its group runs}.
     A library that some runs of a group import and others not (flops.py: the batch kinds) is
     listed for the whole group: dvc.yaml can name per run only what is named after the run."""
     closures = stage_closures(root)
-    config = load_config(root / "params.yaml")
-    own_modules = {Path(f"pipeline/kinds/{h}{suffix}.py") for h in HEAD_SETTINGS for suffix in ("", "_spec")} | {
-        Path(f"pipeline/data/{kind}.py") for kind in DATA_SETTINGS}
+    own = own_modules(root)
     group_runs: dict[str, set[Path]] = {}
     for name, (closure, _) in closures.items():
         group_runs.setdefault(name.split("@")[0], set()).update(closure)
     foreign = {}
     for name, (closure, declared) in closures.items():
-        unused = [str(p) for p in declared if p not in closure and (p in own_modules or p not in group_runs[name.split("@")[0]])]
+        unused = [str(p) for p in declared if p not in closure and (p in own or p not in group_runs[name.split("@")[0]])]
         if unused:
             foreign[name] = unused
-    assert config.runs   # the lookups are named after the runs' heads and data kinds
     return foreign
 
 
@@ -122,7 +129,7 @@ def test_the_benchmarks_import_library_modules_never_a_stage():
 
 
 def test_the_default_pipeline_is_its_seven_stage_groups_with_no_sweep_among_them():
-    """The long-horizon sweep runs as DVC experiments (pipeline/ltsf.py): `dvc repro` keeps its stages."""
+    """The long-horizon sweep runs as DVC experiments (pipeline/experiments/ltsf.py): `dvc repro` keeps its stages."""
     config = load_config(REPO_ROOT / "params.yaml")
     names = [stage.name for stage in resolved_stages(REPO_ROOT)]
     assert {name.split("@")[0] for name in names} == {"fetch", "prepare", "embed", "train", "export", "validate", "report"}

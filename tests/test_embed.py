@@ -6,7 +6,7 @@ import numpy as np
 
 from pipeline.data.imdb_settings import EmbeddingsConfig, ImdbPrepare
 from pipeline.data.imdb import prepare, read_reviews
-from pipeline.embed import training_corpus, train_vectors
+from pipeline.stages.embed import training_corpus, train_vectors
 
 SETTINGS = ImdbPrepare(vocab_size=40, min_freq=1, vocab_from_unsup=True, max_len=16,
                        truncation_side="right", val_fraction=0.25, split_seed=0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.schema import OfflineSource, SourceConfig
-from pipeline.fetch import FetchError, Location, fetch, resolve_location
+from pipeline.stages.fetch import FetchError, Location, fetch, resolve_location
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

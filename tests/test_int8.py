@@ -12,15 +12,16 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import predict
+from pipeline.deploy import predict
 from pipeline.config import load_config
 from pipeline.kinds.base import int8_gate
 from pipeline.kinds import SETTINGS
 from pipeline.kinds.registry import kind_of
 from pipeline.onnx_files import export_onnx, int8_beside, quantise_int8
 from pipeline.layout import int8_model
-from pipeline.models import Forecaster, SequenceClassifier
-from pipeline.validate import gate_problems, headline
+from pipeline.nets.classifier import SequenceClassifier
+from pipeline.nets.forecaster import Forecaster
+from pipeline.stages.validate import gate_problems, headline
 from tests.conftest import REPO_ROOT
 
 FORECASTER = {"n_channels": 3, "horizon": 4, "hidden_size": 32, "num_layers": 1, "dropout": 0.0, "revin": True,
@@ -172,7 +173,7 @@ def test_predict_int8_without_the_int8_model_exits_2_naming_the_path_and_how_to_
     _, path = exported_forecaster(tmp_path, "lstm")
     assert predict.main([str(path), "--int8", "--csv", "unused.csv"]) == 2
     err = capsys.readouterr().err
-    assert str(int8_model(path)) in err and "python -m pipeline.export" in err
+    assert str(int8_model(path)) in err and "python -m pipeline.stages.export" in err
 
 
 def test_predict_int8_picks_the_model_beside_the_given_one(tmp_path):

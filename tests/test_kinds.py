@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import onnx
-from pipeline import export, prepare, train, validate
+from pipeline.stages import export, prepare, train, validate
 from pipeline.config import load_config
 from pipeline.compose import compose, to_yaml
 from pipeline.data import SETTINGS as DATA_SETTINGS
@@ -27,8 +27,8 @@ from pipeline.data.timeseries_settings import TimeseriesPrepare
 from pipeline.kinds import forecaster_settings, registry, specs
 from pipeline.kinds.base import BatchKind
 from pipeline.kinds.forecaster import forecast_metrics
-from pipeline.models import RecurrentBackbone
-from pipeline.plots import write_csv
+from pipeline.nets.backbone import RecurrentBackbone
+from pipeline.training.plots import write_csv
 from pipeline.schema import PositiveInt, Section, TaskBase, TaskTrain
 from pipeline.tracking import flatten
 from tests.conftest import REPO_ROOT, TINY_OVERRIDES, copy_pipeline, mirror_checksums
@@ -170,7 +170,7 @@ class SinePrepare(TimeseriesPrepare):
 
 
 class SineTask(TaskBase):
-    kind: Literal["sine"]
+    data: Literal["sine"]
     prepare: SinePrepare
     train: TaskTrain
     head: str = forecaster_settings.NAME
@@ -190,9 +190,9 @@ def sine_prepare(raw, settings: SinePrepare, out_dir) -> dict:
     return timeseries.prepare(csv, base, out_dir)
 
 
-SINE_SETTINGS = SimpleNamespace(KIND="sine", Task=SineTask)
+SINE_SETTINGS = SimpleNamespace(NAME="sine", Task=SineTask)
 SINE = SimpleNamespace(prepare=sine_prepare, split_datasets=timeseries.split_datasets, items=timeseries.items)
-SINE_CONF = """kind: sine
+SINE_CONF = """data: sine
 models: [gru]
 source: {url: https://example.org/none, checksum: "sha256:%s"}
 paths:

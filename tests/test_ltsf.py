@@ -9,7 +9,7 @@ import re
 import yaml
 from mlflow import MlflowClient
 
-from pipeline.ltsf import sweep_command, table_rows
+from pipeline.experiments.ltsf import sweep_command, table_rows
 from tests.conftest import (
     TINY_OVERRIDES,
     copy_repo,
@@ -51,7 +51,7 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     repo = copy_repo(tmp_path / "repo")
     # A CSV series a user added: its own conf file, no published figures, one cell.
     csv = write_csv(tmp_path / "series.csv", synthetic_series(400, seed=3))
-    task = {"kind": "timeseries", "source": {"url": str(csv), "checksum": sha256_spec(csv)},
+    task = {"data": "timeseries", "source": {"url": str(csv), "checksum": sha256_spec(csv)},
             "paths": {"raw": "${paths.raw}/mycsv.csv", "prepared": "${paths.prepared}/mycsv/series",
                       "card": "${paths.metrics}/data/mycsv.json"},
             "prepare": {"time_column": "date", "columns": None, "target": "OT", "features": "M", "missing": "error",
@@ -68,7 +68,7 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     run_in(repo, *git, "add", "-A")
     run_in(repo, *git, "commit", "-qm", "a CSV task")
 
-    result = run_in(repo, "python", "-m", "pipeline.ltsf", "mycsv", "--horizons", "4", "8", timeout=900)
+    result = run_in(repo, "python", "-m", "pipeline.experiments.ltsf", "mycsv", "--horizons", "4", "8", timeout=900)
 
     # Two DVC experiments, one per horizon, each through prepare, train, export and validate.
     assert experiment_horizons(repo) == [4, 8], result.stderr[-3000:]
@@ -90,7 +90,7 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     assert "`task.train.epochs=2`" in settings and "`model.forecaster.hidden_size=16`" in settings
     assert "differs" not in settings                          # the horizon is the only sweep dimension
     # --report-only rebuilds the same table from MLflow alone, without sweeping again.
-    run_in(repo, "python", "-m", "pipeline.ltsf", "mycsv", "--horizons", "4", "8", "--report-only")
+    run_in(repo, "python", "-m", "pipeline.experiments.ltsf", "mycsv", "--horizons", "4", "8", "--report-only")
     assert (repo / "reports/ltsf.md").read_text().split("\n\n", 3)[2:] == report.split("\n\n", 3)[2:]
     assert experiment_horizons(repo) == [4, 8]                # and no new experiment
     records = {p.name: json.loads(p.read_text()) for p in (repo / "reports/ltsf").glob("*.json")}
@@ -100,5 +100,5 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
 
 def test_a_task_that_is_not_a_forecaster_is_refused(tmp_path):
     repo = copy_repo(tmp_path / "repo")
-    result = run_in(repo, "python", "-m", "pipeline.ltsf", "imdb", check=False)
+    result = run_in(repo, "python", "-m", "pipeline.experiments.ltsf", "imdb", check=False)
     assert result.returncode == 2 and "task.imdb: a classifier task has no prepare.horizon" in result.stderr

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from pipeline.kinds.registry import build_model
-from pipeline.models import Forecaster, SequenceClassifier, reverse_valid
+from pipeline.nets.backbone import reverse_valid
+from pipeline.nets.classifier import SequenceClassifier
+from pipeline.nets.forecaster import Forecaster
 
 
 def test_reverse_valid_reverses_within_each_length_and_leaves_padding():

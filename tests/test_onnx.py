@@ -13,12 +13,12 @@ import onnx
 import pytest
 import torch
 
-from pipeline.checkpoints import load_checkpoint
-from pipeline.sessions import PROVIDERS, open_session
+from pipeline.training.checkpoints import load_checkpoint
+from pipeline.deploy.sessions import PROVIDERS, open_session
 from pipeline.kinds.registry import kind_of
 from pipeline.config import load_config
 from pipeline.parity import scaled_error
-from pipeline.validate import failed_gates
+from pipeline.stages.validate import failed_gates
 from tests.conftest import REPO_ROOT, compose_params, run_in
 
 GATES = load_config(REPO_ROOT / "params.yaml").export.gates   # the committed tolerances
@@ -190,11 +190,11 @@ NO_TORCH_RUNNER = """
 import runpy, sys
 sys.argv = ["predict", *sys.argv[1:]]
 try:
-    runpy.run_module("pipeline.predict", run_name="__main__")
+    runpy.run_module("pipeline.deploy.predict", run_name="__main__")
 except SystemExit as exit:
     code = exit.code
 print("torch imported" if "torch" in sys.modules else "torch absent", file=sys.stderr)
-print("training code imported" if "pipeline.train" in sys.modules else "", file=sys.stderr)
+print("training code imported" if "pipeline.stages.train" in sys.modules else "", file=sys.stderr)
 sys.exit(code)
 """
 
@@ -205,8 +205,8 @@ def predict(repo, *args, env=None):
 
 
 def predict_in_process(capsys, *args: str) -> tuple[int, str, str]:
-    """pipeline.predict.main in this process (the error paths need no torch-free interpreter)."""
-    from pipeline.predict import main
+    """pipeline.deploy.predict.main in this process (the error paths need no torch-free interpreter)."""
+    from pipeline.deploy.predict import main
 
     code = main(list(args))
     out, err = capsys.readouterr()
@@ -324,7 +324,7 @@ def test_predict_rejects_bad_input_clearly(pipeline_repo, tmp_path, capsys):
 def test_the_gpu_profile_fails_validation_where_cuda_cannot_run(pipeline_copy):
     repo, mirror, _ = pipeline_copy
     compose_params(repo, mirror, "export=gpu", "tracking.enabled=false")
-    result = run_in(repo, sys.executable, "-m", "pipeline.validate", "etth1", "gru", check=False)
+    result = run_in(repo, sys.executable, "-m", "pipeline.stages.validate", "etth1", "gru", check=False)
     report = json.loads((repo / "metrics/onnx/etth1-gru.json").read_text())
     assert result.returncode == 1
     assert "required provider CUDAExecutionProvider is unavailable" in result.stderr

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline.models import SequenceClassifier
+from pipeline.nets.classifier import SequenceClassifier
 
 CELLS = ["lstm", "gru", "lstm_peephole"]
 POOLINGS = [("last",), ("mean",), ("max",), ("mean", "max"), ("last", "mean", "max")]
@@ -21,7 +21,7 @@ VOCAB, PAD, LAYERS, HIDDEN = 40, 0, 2, 8
 
 @functools.cache
 def exported(cell: str, pooling: tuple[str, ...]) -> tuple[SequenceClassifier, onnx.ModelProto, ort.InferenceSession]:
-    """A tiny 2-layer bidirectional classifier, exported as pipeline/export.py does (TorchScript, opset 17)."""
+    """A tiny 2-layer bidirectional classifier, exported as pipeline/stages/export.py does (TorchScript, opset 17)."""
     torch.manual_seed(0)
     model = SequenceClassifier(vocab_size=VOCAB, num_classes=3, cell=cell, embedding_dim=6, hidden_size=HIDDEN,
                                num_layers=LAYERS, bidirectional=True, dropout=0.0, embedding_dropout=0.0,

@@ -11,8 +11,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline.models import CharGenerator, SequenceClassifier
-from pipeline.peephole import PeepholeLSTM
+from pipeline.nets.classifier import SequenceClassifier
+from pipeline.nets.generator import CharGenerator
+from pipeline.nets.peephole import PeepholeLSTM
 
 
 def twins(layers: int = 2) -> tuple[torch.nn.LSTM, PeepholeLSTM]:

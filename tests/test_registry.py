@@ -8,7 +8,7 @@ import json
 from types import SimpleNamespace
 
 from pipeline.config import load_config
-from pipeline.report import champion, ranking
+from pipeline.stages.report import champion, ranking
 from pipeline.tracking import newest_by_model, versions_of_runs
 from tests.conftest import REPO_ROOT
 
@@ -68,7 +68,7 @@ def test_every_task_is_one_registered_model_with_tagged_versions_a_champion_and_
 
 
 def test_predict_reads_every_tasks_champion_by_task_name(pipeline_repo, capsys, monkeypatch):
-    from pipeline.predict import main
+    from pipeline.deploy.predict import main
 
     repo, mirror, *_ = pipeline_repo
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlflow.db")

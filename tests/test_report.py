@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from pipeline.config import load_config
-from pipeline.report import (
+from pipeline.stages.report import (
     anchors_of,
     build_report,
     champion,
@@ -59,12 +59,12 @@ def test_the_report_says_ties_for_a_difference_inside_the_tolerance_and_never_ca
 
 
 def results_blocks_problems(repo) -> list[str]:
-    """The README's and docs/results.md's generated blocks against what `pipeline.report
+    """The README's and docs/results.md's generated blocks against what `pipeline.stages.report
     --readme` makes of the metrics, all as committed in `repo` (its files, not a local run's)."""
     with contextlib.chdir(repo):   # the config's paths are relative to the repository
         config = load_config()
         markdown, champions, _ = build_report(config, Path("reports"))
-        return [f"{path}: results differ from the committed metrics; run `python -m pipeline.report --readme`"
+        return [f"{path}: results differ from the committed metrics; run `python -m pipeline.stages.report --readme`"
                 for path, text in results_pages(config, markdown, champions).items()
                 if text != path.read_text(encoding="utf-8")]
 
@@ -152,7 +152,7 @@ def test_each_task_shows_only_its_own_anchors_and_only_under_their_protocol():
 def test_the_report_of_a_task_without_anchors_prints_none(tmp_path, monkeypatch):
     from pipeline.config import validate
     from pipeline.compose import compose
-    from pipeline.report import results_table
+    from pipeline.stages.report import results_table
 
     task = validate(compose(["task.etth1.anchors=[]"])).task["etth1"]
     train = {"gru": {"test/mse": 0.4, "test/mae": 0.41, "best/val/mse": 0.7, "params/count": 10,

@@ -1,5 +1,5 @@
-"""Serving: `mlflow models serve` over the registry's champion answers what pipeline.predict
-prints; bad input is a 400 with pipeline.predict's message; the deployers' install has no torch."""
+"""Serving: `mlflow models serve` over the registry's champion answers what pipeline.deploy.predict
+prints; bad input is a 400 with pipeline.deploy.predict's message; the deployers' install has no torch."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from benchmarks.serving_load import at_limit, load_test, refused, served
-from pipeline import serving
+from pipeline.deploy import serving
 from pipeline.kinds import classifier_spec, generator_spec
 from pipeline.kinds.generator_spec import SAMPLING
 from pipeline.kinds import SETTINGS as HEAD_SETTINGS
@@ -31,14 +31,14 @@ from tests.imports import lookup_closure
 
 def test_the_served_code_is_the_serving_modules_whole_import_closure():
     """Its static imports, and the spec of every kind of head, which it looks up by name."""
-    closure = lookup_closure(REPO_ROOT, "pipeline.serving", {"head": set(HEAD_SETTINGS)})
+    closure = lookup_closure(REPO_ROOT, "pipeline.deploy.serving", {"head": set(HEAD_SETTINGS)})
     assert sorted(serving.SERVED_CODE) == sorted(str(p) for p in closure)
 
 
 def test_predict_and_serving_import_without_torch_or_training_code():
-    probe = ("import sys, pipeline.predict, pipeline.serving; "
+    probe = ("import sys, pipeline.deploy.predict, pipeline.deploy.serving; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sklearn', 'gensim') "
-             "or m in ('pipeline.train', 'pipeline.models', 'pipeline.tracking')))")
+             "or m.startswith(('pipeline.stages', 'pipeline.nets', 'pipeline.training')) or m == 'pipeline.tracking'))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout
 
@@ -213,7 +213,7 @@ def post(base: str, body: dict) -> requests.Response:
 
 
 def predict_cli(repo, *args: str) -> dict:
-    result = run_in(repo, sys.executable, "-m", "pipeline.predict", *args,
+    result = run_in(repo, sys.executable, "-m", "pipeline.deploy.predict", *args,
                     env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db"})
     return json.loads(result.stdout)
 
@@ -294,7 +294,7 @@ def test_the_served_champions_answer_what_predict_prints_and_refuse_bad_input(pi
 
 
 def test_predict_applies_the_models_limits_and_no_limits_lifts_them(pipeline_repo, capsys):
-    from pipeline.predict import main
+    from pipeline.deploy.predict import main
 
     repo, *_ = pipeline_repo
     model = str(repo / "onnx/shakespeare-gru/model.onnx")

@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pipeline import predict
+from pipeline.deploy import predict
 from pipeline.config import ConfigError, validate
 from pipeline.compose import compose
 from pipeline.latency import WORKLOAD_OF_BATCH
-from pipeline.sessions import PROVIDERS, open_session, open_workloads, session_options
+from pipeline.deploy.sessions import PROVIDERS, open_session, open_workloads, session_options
 
 
 def test_settings_by_name_become_onnxruntime_session_options():

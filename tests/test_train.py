@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.checkpoints import save_checkpoint
+from pipeline.training.checkpoints import save_checkpoint
 from pipeline.config import load_config
-from pipeline.datasets import EpochBatchSampler
+from pipeline.training.datasets import EpochBatchSampler
 from pipeline.kinds.registry import build_model
-from pipeline.resume import fingerprint
-from pipeline.train import evaluate_best, run_epochs, setup
+from pipeline.training.resume import fingerprint
+from pipeline.stages.train import evaluate_best, run_epochs, setup
 from tests.conftest import compose_params, copy_pipeline, run_in
 
 TIMING = {"train/seconds", "train/samples_per_s"}
@@ -38,7 +38,7 @@ def repo(pipeline_repo, tmp_path_factory):
 
 def train(repo, task, model, *overrides, env=None, check=True, timeout=None):
     compose_params(repo, repo.parent / "mirror", *overrides)
-    return run_in(repo, sys.executable, "-m", "pipeline.train", task, model, env=env, check=check, timeout=timeout)
+    return run_in(repo, sys.executable, "-m", "pipeline.stages.train", task, model, env=env, check=check, timeout=timeout)
 
 
 def metrics(repo, name):
@@ -66,7 +66,7 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_with_the_same_metrics(repo):
     compose_params(repo, repo.parent / "mirror", *settings, "tracking.uri=sqlite:///resume.db")
     checkpoint = repo / "checkpoints/etth1-lstm/last.pt"
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.train", "etth1", "lstm"], cwd=repo, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train", "etth1", "lstm"], cwd=repo, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -76,7 +76,7 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_with_the_same_metrics(repo):
     killed_at = torch.load(checkpoint, weights_only=True)["progress"]["epoch"]
     assert 1 <= killed_at < epochs
 
-    resumed = run_in(repo, sys.executable, "-m", "pipeline.train", "etth1", "lstm")
+    resumed = run_in(repo, sys.executable, "-m", "pipeline.stages.train", "etth1", "lstm")
     assert f"resuming etth1-lstm from epoch {killed_at}" in resumed.stderr
     assert metrics(repo, "etth1-lstm") == uninterrupted
     assert not checkpoint.exists()  # a finished run leaves no resume state
@@ -146,8 +146,8 @@ def test_a_pmf_decoder_whose_segments_do_not_divide_the_horizon_is_named(repo):
 
 def test_a_pmf_forecaster_trains_exports_to_onnx_and_passes_validation(repo):
     train(repo, "etth1", "gru", "model.gru.forecaster.decoder=pmf", "tracking.enabled=false", "export.int8=false")
-    run_in(repo, sys.executable, "-m", "pipeline.export", "etth1", "gru")
-    run_in(repo, sys.executable, "-m", "pipeline.validate", "etth1", "gru")
+    run_in(repo, sys.executable, "-m", "pipeline.stages.export", "etth1", "gru")
+    run_in(repo, sys.executable, "-m", "pipeline.stages.validate", "etth1", "gru")
     report = json.loads((repo / "metrics/onnx/etth1-gru.json").read_text())
     assert report["passed"] and report["cpu"]["parity"] <= 1
     import onnx
@@ -199,7 +199,7 @@ def test_set_epoch_reshuffles_the_single_process_batches_and_every_ranks_shard()
 def test_ddp_with_two_gloo_processes_matches_one_process_and_logs_one_run(pipeline_repo, repo):
     single = metrics(pipeline_repo[0], "etth1-gru")   # one process, the same settings
     compose_params(repo, repo.parent / "mirror", "tracking.uri=sqlite:///ddp.db")
-    result = run_in(repo, TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "pipeline.train", "etth1", "gru",
+    result = run_in(repo, TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "pipeline.stages.train", "etth1", "gru",
                     timeout=300)  # a collective that some rank never reaches would otherwise hang for an hour
     assert "training etth1-gru on cpu x 2 processes" in result.stderr
     ddp = metrics(repo, "etth1-gru")
@@ -220,7 +220,7 @@ def test_ddp_with_two_gloo_processes_matches_one_process_and_logs_one_run(pipeli
 def test_nproc_per_node_launches_torchrun_from_the_stage_command(repo):
     # IMDB: length-bucketed batches cut per rank to their own longest row, and dropout per rank.
     result = train(repo, "imdb", "lstm", "tracking.enabled=false", "train.nproc_per_node=2", timeout=300)
-    assert "torch.distributed.run --standalone --nproc_per_node=2 -m pipeline.train imdb lstm" in result.stderr
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m pipeline.stages.train imdb lstm" in result.stderr
     assert "training imdb-lstm on cpu x 2 processes" in result.stderr
     ddp = metrics(repo, "imdb-lstm")
     train_rows, batches = 18, 3  # the fixture's IMDB train split, in batches of 8
@@ -260,7 +260,7 @@ def test_resume_state_is_tied_to_the_process_count_not_to_how_it_was_launched(re
     (True, True, "fp32", False)])
 def test_bf16_autocast_runs_on_a_cpu_only_where_it_has_native_bf16(monkeypatch, caplog, avx512_bf16, amx,
                                                                    precision, expected):
-    from pipeline.distributed import uses_bf16
+    from pipeline.training.distributed import uses_bf16
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)

@@ -13,7 +13,7 @@ from pipeline.kinds.registry import kind_of
 
 
 def measure(config: Config, task_name: str, model_name: str, repeats: int) -> dict:
-    from pipeline.checkpoints import load_trained
+    from pipeline.training.checkpoints import load_trained
     from pipeline.onnx_files import export_onnx
 
     trained = load_trained(config, task_name, model_name)

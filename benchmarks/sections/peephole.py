@@ -8,7 +8,7 @@ import torch
 from benchmarks.common import ratio, ratio_fields, spread, stats, table
 from benchmarks.training import first_batches, model_for, timed_bare_loop
 from pipeline.config import Config
-from pipeline.distributed import uses_bf16
+from pipeline.training.distributed import uses_bf16
 from pipeline.kinds.registry import kind_of
 
 PEEPHOLE_RATIO_TARGET = 0.5

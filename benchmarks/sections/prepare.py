@@ -17,7 +17,7 @@ def measure(config: Config, tasks: list[str], repeats: int) -> dict:
     result = {}
     for task_name in tasks:
         task = config.task[task_name]
-        preparer = data_kind(task.kind)
+        preparer = data_kind(task.data)
         seconds, card = [], {}
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(repeats):

@@ -23,7 +23,7 @@ def onnx_profile(path: Path, settings: dict, x: np.ndarray, runs: int, warmup: i
     enable_profiling): the kernel time of every node, over `runs` runs after `warmup`."""
     import onnxruntime as ort
 
-    from pipeline.sessions import session_options
+    from pipeline.deploy.sessions import session_options
 
     with tempfile.TemporaryDirectory() as tmp:
         options = session_options(settings)
@@ -67,7 +67,7 @@ def top_ops(per_op: dict[str, float]) -> list[dict]:
 def measure(config: Config, task_name: str, model_name: str, timing_runs: dict[int, int]) -> dict:
     """On the CPU, at the two timed batches: the op types that take the time in the fp32 and
     INT8 onnxruntime models and in PyTorch eager (the evidence behind a missed target)."""
-    from pipeline.checkpoints import load_trained
+    from pipeline.training.checkpoints import load_trained
     from pipeline.latency import LATENCY_BATCHES, WORKLOAD_OF_BATCH
     from pipeline.layout import int8_model
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.common import spread, stats, synchronize, table
-from pipeline.flops import matmul_flops
+from pipeline.training.flops import matmul_flops
 from pipeline.markdown import number
 
 
@@ -69,4 +69,4 @@ def render(results: dict) -> list[str]:
                  [[name, f"{number(r['flop_per_token_position'] / 1e6, 2)} M", number(r["ours_flop_per_s"] / 1e9, 1),
                    f"{spread(r['fraction_of_peak'], 100)} %"] for name, r in results["roofline"]["models"].items()],
                  intro=f"Matmul GFLOP/s: {measured}; the ceiling is {peak['library']}'s. FLOPs are counted "
-                       "per training step (forward and backward) by `pipeline/flops.py`.")
+                       "per training step (forward and backward) by `pipeline/training/flops.py`.")

@@ -1,4 +1,4 @@
-"""(a) train: samples/s and tokens (or time steps)/s of pipeline.train's loop against a bare
+"""(a) train: samples/s and tokens (or time steps)/s of pipeline.stages.train's loop against a bare
 PyTorch loop, same model, same batches; the ratio must be >= 0.95."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 from benchmarks.common import ratio, ratio_fields, spread, stats, synchronize, table
 from benchmarks.training import first_batches, model_for, timed_bare_loop
 from pipeline.config import Config
-from pipeline.distributed import uses_bf16
+from pipeline.training.distributed import uses_bf16
 from pipeline.kinds.registry import kind_of
 
 TRAIN_RATIO_TARGET = 0.95
@@ -31,9 +31,9 @@ def batch_work(kind, args: dict, meta: dict, batches) -> dict:
 
 def measure(config: Config, task_name: str, model_name: str, device: torch.device, repeats: int,
             n_batches: int) -> dict:
-    """Our loop (pipeline.train.train_epoch over its DataLoader) against the bare loop over the
+    """Our loop (pipeline.stages.train.train_epoch over its DataLoader) against the bare loop over the
     same batches, alternating, each from the same initial weights."""
-    from pipeline.epochs import train_epoch
+    from pipeline.training.epochs import train_epoch
 
     task = config.task[task_name]
     data, batches = first_batches(config, task_name, n_batches)

@@ -43,10 +43,10 @@ def measure(config: Config, task_name: str, model_name: str, repeats: int, timin
     """A segmented forecaster (few recurrent steps, many series rows) as exported, one fused
     LSTM/GRU node, and unrolled, each timed against PyTorch eager the way validate times it,
     the two forms taking turns `repeats` times, with the arithmetic rate of each."""
-    from pipeline.checkpoints import load_trained
+    from pipeline.training.checkpoints import load_trained
     from pipeline.latency import LATENCY_BATCHES, latency_report
     from pipeline.onnx_files import export_onnx
-    from pipeline.sessions import PROVIDERS, open_workloads
+    from pipeline.deploy.sessions import PROVIDERS, open_workloads
 
     trained = load_trained(config, task_name, model_name)
     model, kind, args, meta = trained.model.cpu(), kind_of(trained.head), trained.model_args["args"], trained.meta

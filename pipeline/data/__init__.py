@@ -1,4 +1,4 @@
-"""The data kinds (a task's `kind`: imdb, timeseries, charlm), one module each, split by who
+"""The data kinds (a task's `data`: imdb, timeseries, charlm), one module each, split by who
 needs them, as the kinds of head are (pipeline/kinds/__init__.py):
 - `<kind>_settings.py`: the schema of a task of this kind (`task.<name>`), imported here for
   pipeline.config, which validates every task;
@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 from pipeline.data import charlm_settings, imdb_settings, timeseries_settings
 
-# kind -> its settings module (KIND, Task); a new data kind adds its own.
-SETTINGS: dict[str, ModuleType] = {m.KIND: m for m in (imdb_settings, timeseries_settings, charlm_settings)}
+# kind -> its settings module (NAME, Task); a new data kind adds its own.
+SETTINGS: dict[str, ModuleType] = {m.NAME: m for m in (imdb_settings, timeseries_settings, charlm_settings)}
 
 
 @dataclass

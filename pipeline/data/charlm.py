@@ -5,7 +5,7 @@
 - Split: train = the first `train_fraction` of the characters; the rest is val (its first
   `val_fraction`) and test (the remainder). `val10` names the whole rest, nanoGPT's "val".
 - Unknown characters: a character that is not in the vocabulary is an error, everywhere
-  (here for val and test, and in pipeline.predict for a prompt), naming it and where it is.
+  (here for val and test, and in pipeline.deploy.predict for a prompt), naming it and where it is.
   There is no [UNK] id: a model never saw one, so it could only guess.
 """
 

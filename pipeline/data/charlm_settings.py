@@ -1,5 +1,5 @@
 """The `charlm` data kind's settings (a plain UTF-8 text, read character by character): the schema of `task.<name>` for a
-task of `kind: charlm`. pipeline.config builds the configuration's schema from every data
+task of `data: charlm`. pipeline.config builds the configuration's schema from every data
 kind's `*_settings.py`; the code that reads and prepares the data (`charlm.py`) is imported
 only for this kind's tasks."""
 
@@ -12,7 +12,7 @@ from pydantic import Field
 from pipeline.kinds import generator_settings
 from pipeline.schema import PositiveInt, Section, TaskBase, TaskTrain
 
-KIND = "charlm"
+NAME = "charlm"
 
 
 class CharLmPrepare(Section):
@@ -29,7 +29,7 @@ class CharLmTrain(TaskTrain):
 
 
 class Task(TaskBase):
-    kind: Literal[KIND]
+    data: Literal[NAME]
     prepare: CharLmPrepare
     train: CharLmTrain
     head: str = generator_settings.NAME

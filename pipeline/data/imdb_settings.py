@@ -1,5 +1,5 @@
 """The `imdb` data kind's settings (labelled reviews in an aclImdb-style archive): the schema of `task.<name>` for a
-task of `kind: imdb`. pipeline.config builds the configuration's schema from every data
+task of `data: imdb`. pipeline.config builds the configuration's schema from every data
 kind's `*_settings.py`; the code that reads and prepares the data (`imdb.py`) is imported
 only for this kind's tasks."""
 
@@ -12,7 +12,7 @@ from pydantic import Field
 from pipeline.kinds import classifier_settings
 from pipeline.schema import PositiveInt, Section, TaskBase, TaskTrain
 
-KIND = "imdb"
+NAME = "imdb"
 
 
 class ImdbPrepare(Section):
@@ -34,7 +34,7 @@ class EmbeddingsConfig(Section):
 
 
 class Task(TaskBase):
-    kind: Literal[KIND]
+    data: Literal[NAME]
     prepare: ImdbPrepare
     embeddings: EmbeddingsConfig
     train: TaskTrain

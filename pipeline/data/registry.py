@@ -8,13 +8,13 @@ from types import ModuleType
 
 from pipeline.data import SETTINGS
 
-MODULES: dict[str, ModuleType] = {}   # kind -> its module, filled on lookup (or by a test's toy kind)
+MODULES: dict[str, ModuleType] = {}   # data kind -> its module, filled on lookup (or by a test's toy kind)
 
 
-def data_kind(kind: str) -> ModuleType:
-    """The module that prepares and loads a task of this data kind."""
-    if kind not in MODULES:
-        if kind not in SETTINGS:
-            raise KeyError(f"no data kind {kind!r}; the kinds are {sorted(SETTINGS)} (pipeline/data/)")
-        MODULES[kind] = importlib.import_module(f"{__package__}.{kind}")
-    return MODULES[kind]
+def data_kind(name: str) -> ModuleType:
+    """The module that prepares and loads a task of this data kind (a task's `data`)."""
+    if name not in MODULES:
+        if name not in SETTINGS:
+            raise KeyError(f"no data kind {name!r}; the data kinds are {sorted(SETTINGS)} (pipeline/data/)")
+        MODULES[name] = importlib.import_module(f"{__package__}.{name}")
+    return MODULES[name]

@@ -1,5 +1,5 @@
 """The `timeseries` data kind's settings (a CSV series): the schema of `task.<name>` for a
-task of `kind: timeseries`. pipeline.config builds the configuration's schema from every data
+task of `data: timeseries`. pipeline.config builds the configuration's schema from every data
 kind's `*_settings.py`; the code that reads and prepares the data (`timeseries.py`) is imported
 only for this kind's tasks."""
 
@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from pipeline.kinds import forecaster_settings
 from pipeline.schema import PositiveInt, Section, TaskBase, TaskTrain
 
-KIND = "timeseries"
+NAME = "timeseries"
 
 
 class TimeseriesPrepare(Section):
@@ -41,7 +41,7 @@ class TimeseriesPrepare(Section):
 
 
 class Task(TaskBase):
-    kind: Literal[KIND]
+    data: Literal[NAME]
     prepare: TimeseriesPrepare
     train: TaskTrain
     head: str = forecaster_settings.NAME

@@ -5,7 +5,7 @@ A kind is three modules, split by who needs them:
 - `<kind>_settings.py`: its name, its metric and the schema of its settings (`model.<cell>.<kind>`).
   Small and torch-free: the configuration's schema is built from every kind's, here.
 - `<kind>_spec.py`, torch-free: how a deployed model reads a request and answers it
-  (pipeline.predict, the served model), looked up by name in `pipeline/kinds/specs.py`.
+  (pipeline.deploy.predict, the served model), looked up by name in `pipeline/kinds/specs.py`.
 - `<kind>.py`: a `Kind` (pipeline/kinds/base.py) with the model, the loss, metrics and floor,
   the plots, the export wrapper, the validation checks and the report's columns, looked up by
   name in `pipeline/kinds/registry.py`.

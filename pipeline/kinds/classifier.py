@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from pipeline.files import file_digest
-from pipeline.flops import classifier_train_flops
+from pipeline.training.flops import classifier_train_flops
 from pipeline.kinds import classifier_spec
 from pipeline.kinds.base import BatchKind
 from pipeline.latency import LATENCY_SEQUENCE
-from pipeline.models import SequenceClassifier
-from pipeline.plots import write_csv
+from pipeline.nets.classifier import SequenceClassifier
+from pipeline.training.plots import write_csv
 from pipeline.schema import ConfigError
 
 

@@ -1,5 +1,5 @@
 """The classifier, torch-free: how a deployed model reads a request and answers it
-(pipeline.predict, the served model). Its name, metric and settings are
+(pipeline.deploy.predict, the served model). Its name, metric and settings are
 `classifier_settings.py`; the rest of the kind, which needs torch, is `classifier.py`."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.limits import PredictError, within
+from pipeline.deploy.limits import PredictError, within
 from pipeline.kinds.classifier_settings import MAXIMIZE, METRIC, NAME, Settings  # noqa: F401  (the kind's names)
 
 STRING_FIELD = "text"             # what a bare string of a request fills: {"inputs": ["...", "..."]}
@@ -52,7 +52,7 @@ def read_texts(texts: list[str] | None, file: str | None, limits: dict | None = 
 
 
 def from_cli(args, meta: dict, limits: dict | None) -> list[str]:
-    """pipeline.predict's --text (repeatable) and --file."""
+    """pipeline.deploy.predict's --text (repeatable) and --file."""
     return read_texts(args.text, args.file, limits)
 
 

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from pipeline.files import read_json, save_png
-from pipeline.flops import forecaster_train_flops
+from pipeline.training.flops import forecaster_train_flops
 from pipeline.kinds import forecaster_spec
 from pipeline.kinds.base import BatchKind
-from pipeline.models import Forecaster as ForecasterModel
-from pipeline.plots import pyplot, read_csv, write_csv
+from pipeline.nets.forecaster import Forecaster as ForecasterModel
+from pipeline.training.plots import pyplot, read_csv, write_csv
 from pipeline.schema import ConfigError
 
 FORECAST_EXAMPLES = 4

@@ -16,7 +16,7 @@ METRIC, MAXIMIZE = "mse", False
 
 
 class Settings(Section):
-    """model.<name>.forecaster: the constructor's arguments (pipeline/models.py Forecaster)."""
+    """model.<name>.forecaster: the constructor's arguments (pipeline/nets/forecaster.py)."""
 
     hidden_size: PositiveInt
     num_layers: PositiveInt

@@ -1,5 +1,5 @@
 """The forecaster, torch-free: how a deployed model reads a request and answers it
-(pipeline.predict, the served model). Its name, metric and settings are
+(pipeline.deploy.predict, the served model). Its name, metric and settings are
 `forecaster_settings.py`; the rest of the kind, which needs torch, is `forecaster.py`."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from pipeline.limits import PredictError
+from pipeline.deploy.limits import PredictError
 from pipeline.kinds.forecaster_settings import MAXIMIZE, METRIC, NAME, Settings  # noqa: F401  (the kind's names)
 
 STRING_FIELD = None
@@ -74,7 +74,7 @@ def window_of(rows: list[dict], meta: dict, source: str, first_line: int = 2, ro
 
 
 def from_cli(args, meta: dict, limits: dict | None):
-    """pipeline.predict's --csv: (values, times) of its last L rows, however long the file (the
+    """pipeline.deploy.predict's --csv: (values, times) of its last L rows, however long the file (the
     served model keeps its row limit: `from_records`)."""
     if not args.csv:
         raise PredictError(f"model {meta['task']} forecasts a series: pass --csv FILE")

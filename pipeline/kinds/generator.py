@@ -27,9 +27,10 @@ from pipeline.kinds.generator_spec import (
 from pipeline.kinds import generator_spec
 from pipeline.kinds.base import Kind, int8_gate
 from pipeline.latency import LATENCY_BATCHES, LATENCY_SEQUENCE, REPEATS, synced, timings
-from pipeline.models import STATES, CharGenerator
+from pipeline.nets.backbone import STATES
+from pipeline.nets.generator import CharGenerator
 from pipeline.parity import Parity
-from pipeline.plots import pyplot, write_csv
+from pipeline.training.plots import pyplot, write_csv
 from pipeline.schema import ConfigError
 
 GREEDY_CHARS = 300

@@ -14,7 +14,7 @@ METRIC, MAXIMIZE = "loss", False   # nats per character
 
 
 class Settings(Section):
-    """model.<name>.generator: the constructor's arguments (pipeline/models.py CharGenerator)."""
+    """model.<name>.generator: the constructor's arguments (pipeline/nets/generator.py)."""
 
     embedding_dim: PositiveInt
     hidden_size: PositiveInt

@@ -1,5 +1,5 @@
 """The generator, torch-free: how a deployed model reads a request and answers it
-(pipeline.predict, the served model). Its name, metric and settings are
+(pipeline.deploy.predict, the served model). Its name, metric and settings are
 `generator_settings.py`; the rest of the kind, which needs torch, is `generator.py`.
 
 Generation and scoring over any stateful step function, numpy only: a step maps (ids [B, T]
@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline.limits import PredictError, within
+from pipeline.deploy.limits import PredictError, within
 from pipeline.kinds.generator_settings import MAXIMIZE, METRIC, NAME, Settings  # noqa: F401  (the kind's names)
 
 STRING_FIELD = "prompt"
@@ -24,7 +24,7 @@ ROW_LIMIT = None                   # one row: from_records refuses more
 Step = Callable[[np.ndarray, tuple], tuple[np.ndarray, tuple]]
 
 # How text is sampled unless asked otherwise: the samples that training logs to MLflow (from
-# the task's fixed prompt), pipeline.predict's defaults and a served request's missing fields.
+# the task's fixed prompt), pipeline.deploy.predict's defaults and a served request's missing fields.
 SAMPLING = {"max_chars": 500, "temperature": 0.8, "seed": 0, "top_k": None}
 
 
@@ -76,7 +76,7 @@ def generate(step: Step, state: tuple, prompt_ids: np.ndarray, count: int, tempe
 
 
 def session_step(session) -> Step:
-    """A Step over an onnxruntime session of a stateful generator graph (pipeline.export):
+    """A Step over an onnxruntime session of a stateful generator graph (pipeline.stages.export):
     inputs input_ids and the state, outputs logits and the new state, in that order."""
     names = [value.name for value in session.get_inputs()]
 
@@ -142,7 +142,7 @@ def check_generation_args(prompt: str | None, max_chars: int, temperature: float
 
 
 def from_cli(args, meta: dict, limits: dict | None) -> dict:
-    """pipeline.predict's --prompt, --max-chars, --temperature, --seed and --top-k."""
+    """pipeline.deploy.predict's --prompt, --max-chars, --temperature, --seed and --top-k."""
     given = {"max_chars": args.max_chars, "temperature": args.temperature, "seed": args.seed, "top_k": args.top_k}
     chosen = {k: SAMPLING[k] if v is None else v for k, v in given.items()}   # the command line's defaults
     check_generation_args(args.prompt, chosen["max_chars"], chosen["temperature"], chosen["top_k"], limits)

@@ -1,5 +1,5 @@
 """The kinds' torch-free halves (`<kind>_spec.py`) by name, each imported on first lookup:
-what pipeline.predict and the served model use to read a request and answer it."""
+what pipeline.deploy.predict and the served model use to read a request and answer it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Stage `embed`: word2vec embeddings pretrained on the unlabelled and training reviews.
 
-    python -m pipeline.embed imdb
+    python -m pipeline.stages.embed imdb
 
 The 50k unlabelled reviews carry most of IMDB's text; word2vec (gensim) turns them into
 initial word vectors for the classifiers' embedding layer. Only the training split (never
@@ -63,11 +63,11 @@ def train_vectors(sentences: list[list[str]], vocab_size: int, settings: Embeddi
 
 
 def main(argv: list[str] | None = None) -> int:
-    (name,) = stage_args("pipeline.embed", ["task"], argv)
+    (name,) = stage_args("pipeline.stages.embed", ["task"], argv)
     try:
         _, task = load_task(name)
         if not isinstance(task, ImdbTask):
-            raise ConfigError(f"task.{name} is not a text task (kind {task.kind}); embeddings are for "
+            raise ConfigError(f"task.{name} is not a text task (kind {task.data}); embeddings are for "
                               "labelled-review tasks (pipeline/data/imdb.py)")
         start = time.perf_counter()
         sentences = training_corpus(task.paths.raw, task.paths.prepared)

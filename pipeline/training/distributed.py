@@ -104,4 +104,4 @@ def leave_process_group() -> None:
 def torchrun_command(nproc_per_node: int, task_name: str, model_name: str) -> list[str]:
     """This stage again, as N local DDP processes under torchrun (rendezvous on this host)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-            "-m", "pipeline.train", task_name, model_name]
+            "-m", "pipeline.stages.train", task_name, model_name]

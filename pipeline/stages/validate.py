@@ -1,6 +1,6 @@
 """Stage `validate@<task>-<model>`: the ONNX model under onnxruntime, on CUDA and on the CPU.
 
-    python -m pipeline.validate <task> <model>
+    python -m pipeline.stages.validate <task> <model>
 
 Each execution provider is tried alone. Which one really ran is read back from
 `session.get_providers()`: onnxruntime-gpu silently falls back to the CPU when the CUDA
@@ -30,15 +30,15 @@ import sys
 
 import numpy as np
 
-from pipeline.checkpoints import TrainedRun, load_trained
+from pipeline.training.checkpoints import TrainedRun, load_trained
 from pipeline.config import ConfigError, load_task, stage_args
-from pipeline.datasets import load_task_data
-from pipeline.distributed import pick_device
+from pipeline.training.datasets import load_task_data
+from pipeline.training.distributed import pick_device
 from pipeline.files import read_json, write_json_atomic
 from pipeline.kinds.base import Kind
 from pipeline.kinds.registry import kind_of
 from pipeline.layout import int8_model, run_name
-from pipeline.sessions import PROVIDERS, open_workloads
+from pipeline.deploy.sessions import PROVIDERS, open_workloads
 from pipeline.tracking import open_tracker, served_model_tags
 
 log = logging.getLogger(__name__)
@@ -135,17 +135,17 @@ def headline(report: dict, kind: Kind) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    task_name, model_name = stage_args("pipeline.validate", ["task", "model"], argv)
+    task_name, model_name = stage_args("pipeline.stages.validate", ["task", "model"], argv)
     name = run_name(task_name, model_name)
     try:
         config, task = load_task(task_name)
         trained = load_trained(config, task_name, model_name)
         metric = f"test/{task.metric}"
-        data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed)
+        data = load_task_data(task.data, task.paths.prepared, task.train, config.seed)
         export_info = read_json(trained.paths.export_info)
         if config.export.int8 and not int8_model(trained.paths.onnx_model).is_file():
             raise FileNotFoundError(f"{int8_model(trained.paths.onnx_model)}: not found, but export.int8 is true; "
-                                    f"export it with `python -m pipeline.export {task_name} {model_name}`")
+                                    f"export it with `python -m pipeline.stages.export {task_name} {model_name}`")
     except (ConfigError, FileNotFoundError) as exc:
         print(f"validate@{name}: {exc}", file=sys.stderr)
         return 1
@@ -187,7 +187,7 @@ def log_to_training_run(config, task_name: str, model_name: str, trained: Traine
     tracker.log_artifact(trained.paths.onnx_metrics, "onnx")
     tracker.log_onnx_model(trained.paths.onnx_model)
     if report["passed"]:  # only a model that passed every gate becomes a version of the task's model
-        from pipeline.serving import (
+        from pipeline.deploy.serving import (
             served_form,  # torch-free; imported only where a model is registered
         )
 

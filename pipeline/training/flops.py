@@ -66,7 +66,7 @@ def forecaster_train_flops(args: dict, batch: int, lookback: int) -> int:
 
 
 def pmf_train_flops(args: dict, series: int, width: int) -> int:
-    """PMF decoding (pipeline/models.py step_per_query): per layer, the state's share of the
+    """PMF decoding (pipeline/nets/forecaster.py step_per_query): per layer, the state's share of the
     gates once per series and the queries' once per query (the first layer's queries are the
     position and channel embeddings; a deeper layer's are the layer below's outputs, one per
     series and segment), then each segment's values."""

@@ -1,5 +1,5 @@
 """HTTP serving through MLflow's own scoring server: a pyfunc model over the ONNX file and
-pipeline.predict. Never torch, never training code.
+pipeline.deploy.predict. Never torch, never training code.
 
     mlflow models serve -m models:/imdb@champion --env-manager local -h 127.0.0.1 -p 5001
     curl -s localhost:5001/invocations -H 'Content-Type: application/json' \\
@@ -12,12 +12,12 @@ pipeline.predict. Never torch, never training code.
   column, when present, names the last one in `after`), or a bare matrix in the model's
   column order;
 - generator: one row with `prompt` and optionally `max_chars`, `temperature`, `seed`, `top_k`
-  (the generator's SAMPLING defaults, as on pipeline.predict's command line), or a bare
+  (the generator's SAMPLING defaults, as on pipeline.deploy.predict's command line), or a bare
   prompt: `{"inputs": "ROMEO:"}`.
 Each kind reads its own requests (`from_records`, `STRING_FIELD`, `from_array`, pipeline/kinds/*_spec.py).
-The answer is `{"predictions": X}`, X being exactly the JSON that pipeline.predict prints for
+The answer is `{"predictions": X}`, X being exactly the JSON that pipeline.deploy.predict prints for
 the same input. Bad input is MLflow's INVALID_PARAMETER_VALUE: HTTP 400 with the message of
-pipeline.predict, and an example of a request that works. The model's request limits
+pipeline.deploy.predict, and an example of a request that works. The model's request limits
 (serve.limits, stamped into the ONNX model at export) are checked on the request's sizes
 before any conversion, tokenising or inference, so that no request inside them holds a worker
 for long; the scoring server's --timeout (serve.timeout_s) answers 504 after it, but cannot
@@ -43,18 +43,20 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from pipeline import predict
+from pipeline.deploy import predict
+from pipeline.deploy.limits import LimitError, PredictError, within  # noqa: F401  (the served model's errors)
 from pipeline.kinds.specs import spec_of
-from pipeline.limits import LimitError, PredictError, within  # noqa: F401  (the served model's errors)
 
 ONNX_ARTIFACT = "onnx_model"
 # This module's whole local import closure, with every kind's spec that it looks up by name (a
 # test holds it to the imports): what the logged model carries under code/, torch-free.
-SERVED_CODE = ("pipeline/__init__.py", "pipeline/kinds/__init__.py", "pipeline/kinds/classifier_settings.py",
+SERVED_CODE = ("pipeline/__init__.py", "pipeline/deploy/__init__.py", "pipeline/deploy/limits.py",
+               "pipeline/deploy/predict.py", "pipeline/deploy/serving.py", "pipeline/deploy/sessions.py",
+               "pipeline/kinds/__init__.py", "pipeline/kinds/classifier_settings.py",
                "pipeline/kinds/classifier_spec.py", "pipeline/kinds/forecaster_settings.py",
                "pipeline/kinds/forecaster_spec.py", "pipeline/kinds/generator_settings.py",
-               "pipeline/kinds/generator_spec.py", "pipeline/kinds/specs.py", "pipeline/layout.py", "pipeline/limits.py",
-               "pipeline/predict.py", "pipeline/schema.py", "pipeline/serving.py", "pipeline/sessions.py")
+               "pipeline/kinds/generator_spec.py", "pipeline/kinds/specs.py", "pipeline/layout.py",
+               "pipeline/schema.py")
 # The distributions the served model imports, pinned to the versions that validated it; the
 # same names as the `deploy` dependency group of pyproject.toml (a test keeps them in step).
 REQUIREMENTS = ("mlflow", "onnxruntime-gpu", "numpy", "pandas", "tokenizers")
@@ -67,8 +69,8 @@ def pip_requirements() -> list[str]:
 @contextlib.contextmanager
 def staged_code() -> Iterator[str]:
     """A temporary `pipeline` folder holding SERVED_CODE only, for `code_paths` (MLflow copies
-    a folder under code/ by its name, so `pipeline.serving` imports from there)."""
-    root = Path(__file__).resolve().parent.parent
+    a folder under code/ by its name, so `pipeline.deploy.serving` imports from there)."""
+    root = Path(__file__).resolve().parents[2]   # the repository: pipeline/deploy/serving.py
     with tempfile.TemporaryDirectory() as tmp:
         for name in SERVED_CODE:
             target = Path(tmp) / name
@@ -86,7 +88,7 @@ def served_form(onnx_model: str | Path) -> Iterator[dict]:
                "pip_requirements": pip_requirements()}
 
 
-# ---- requests -> pipeline.predict ---------------------------------------------------------------
+# ---- requests -> pipeline.deploy.predict ---------------------------------------------------------------
 
 
 def row_count(model_input) -> int:
@@ -128,7 +130,7 @@ def records_of(model_input, meta: dict) -> list[dict]:
 
 
 def answer(sessions: dict, meta: dict, context, model_input, limits: dict) -> dict:
-    """What pipeline.predict prints for the same input; `sessions` holds the model's sessions
+    """What pipeline.deploy.predict prints for the same input; `sessions` holds the model's sessions
     for one row and for several (predict.workload_session), `context` what the kind needs
     besides (a classifier's tokenizer). The limits are checked on the request's sizes first,
     before its rows are even converted."""
@@ -143,9 +145,9 @@ def answer(sessions: dict, meta: dict, context, model_input, limits: dict) -> di
 
 
 class OnnxModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc model: the ONNX file (artifact `onnx_model`) behind pipeline.predict. Its
+    """The pyfunc model: the ONNX file (artifact `onnx_model`) behind pipeline.deploy.predict. Its
     `predict` has no type hints (MLflow warns): a hinted model would be handed the raw `inputs`
-    only, not the dataframe formats, and the checks here are pipeline.predict's."""
+    only, not the dataframe formats, and the checks here are pipeline.deploy.predict's."""
 
     def load_context(self, context):
         path = Path(context.artifacts[ONNX_ARTIFACT])
@@ -153,7 +155,7 @@ class OnnxModel(mlflow.pyfunc.PythonModel):
         self.limits = predict.limits_of(self.meta)
         if self.limits is None:  # a server must be able to refuse what it cannot serve in time
             raise MlflowException(f"{path}: the model carries no request limits (serve.limits); re-export it with "
-                                  "`python -m pipeline.export <task> <model>` and validate it before serving")
+                                  "`python -m pipeline.stages.export <task> <model>` and validate it before serving")
         self.sessions = {rows: predict.workload_session(session, path, self.meta, rows) for rows in (1, 2)}
         self.context = spec_of(self.meta["head"]).context(self.meta)   # a classifier's tokenizer
 

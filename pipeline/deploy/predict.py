@@ -1,17 +1,17 @@
 """Deployment path: onnxruntime, numpy and the tokenizer only. Never torch, never training code.
 
-    python -m pipeline.predict onnx/imdb-gru/model.onnx --text "A wonderful film." --text "Dull."
-    python -m pipeline.predict onnx/imdb-gru/model.onnx --file reviews.txt      # one review per line
-    python -m pipeline.predict onnx/etth1-lstm/model.onnx --csv history.csv      # its last L rows
-    python -m pipeline.predict models:/imdb@champion --text "..."                # an MLflow model URI
-    python -m pipeline.predict onnx/shakespeare-lstm/model.onnx --prompt "ROMEO:" --max-chars 500 \
+    python -m pipeline.deploy.predict onnx/imdb-gru/model.onnx --text "A wonderful film." --text "Dull."
+    python -m pipeline.deploy.predict onnx/imdb-gru/model.onnx --file reviews.txt      # one review per line
+    python -m pipeline.deploy.predict onnx/etth1-lstm/model.onnx --csv history.csv      # its last L rows
+    python -m pipeline.deploy.predict models:/imdb@champion --text "..."                # an MLflow model URI
+    python -m pipeline.deploy.predict onnx/shakespeare-lstm/model.onnx --prompt "ROMEO:" --max-chars 500 \
         --temperature 0.8 --seed 0                                                # generate text
-    python -m pipeline.predict ... --provider cuda                                # auto (default) | cpu | cuda
-    python -m pipeline.predict onnx/etth1-lstm/model.onnx --int8 --csv ...       # model.int8.onnx beside it
-    python -m pipeline.predict ... --no-limits                                    # lift the request limits
+    python -m pipeline.deploy.predict ... --provider cuda                                # auto (default) | cpu | cuda
+    python -m pipeline.deploy.predict onnx/etth1-lstm/model.onnx --int8 --csv ...       # model.int8.onnx beside it
+    python -m pipeline.deploy.predict ... --no-limits                                    # lift the request limits
 
 Everything needed to prepare the input comes from the model's own metadata_props (written
-by pipeline.export): the tokenizer (inline, checked against its sha256) with its padding
+by pipeline.stages.export): the tokenizer (inline, checked against its sha256) with its padding
 and truncation, or the normalisation statistics, columns, lookback and horizon, or a
 generator's vocabulary and state layout. The output is JSON on stdout: class probabilities
 per text, the forecast per step and column in the data's own units, or the generated text.
@@ -29,7 +29,7 @@ stderr and put in the JSON, so a CPU run never passes for CUDA.
 
 onnxruntime's SessionOptions come from the model too (`session_settings`, the config's
 export.session): the `latency` ones for one row, the `throughput` ones for several texts.
-`--int8` runs the dynamically quantised model.int8.onnx that pipeline.export writes beside
+`--int8` runs the dynamically quantised model.int8.onnx that pipeline.stages.export writes beside
 model.onnx; it is an error (exit 2) when there is none.
 
 The model's request limits (conf/serve: reviews per request, characters per review, prompt
@@ -49,15 +49,15 @@ from pathlib import Path
 from pipeline.kinds.specs import known, known_heads, spec_of
 from pipeline.layout import METADATA_PREFIX as PREFIX
 from pipeline.layout import int8_model
-from pipeline.limits import LimitError, PredictError, limits_of, within  # noqa: F401  (predict's errors)
-from pipeline.sessions import PROVIDERS, open_session
+from pipeline.deploy.limits import LimitError, PredictError, limits_of, within  # noqa: F401  (predict's errors)
+from pipeline.deploy.sessions import PROVIDERS, open_session
 
 INT8_SUFFIX = int8_model("model.onnx").name[len("model"):]  # ".int8.onnx"
 
 
 def resolve_model(source: str, int8: bool = False) -> Path:
     """An .onnx path, or an MLflow model URI downloaded to a local folder; with `int8`, the
-    model.int8.onnx beside the path (pipeline.export writes it), or the *.int8.onnx in the folder."""
+    model.int8.onnx beside the path (pipeline.stages.export writes it), or the *.int8.onnx in the folder."""
     if "://" in source or source.startswith("models:/") or source.startswith("runs:/"):
         import mlflow.artifacts
         from mlflow.exceptions import MlflowException
@@ -70,7 +70,7 @@ def resolve_model(source: str, int8: bool = False) -> Path:
         found = [f for f in found if f.name.endswith(INT8_SUFFIX) == int8]  # the fp32 or the INT8 one
         if int8 and not found:
             raise PredictError(f"{source}: --int8, but the downloaded model ({local}) holds no *{INT8_SUFFIX} file; "
-                               "drop --int8, or log the INT8 model that pipeline.export writes beside the fp32 one")
+                               "drop --int8, or log the INT8 model that pipeline.stages.export writes beside the fp32 one")
         if len(found) != 1:  # a served (pyfunc) model holds its one ONNX file under artifacts/
             raise PredictError(f"{source}: expected one .onnx file in the downloaded model ({local}), "
                                f"found {len(found)}: {[str(f.relative_to(local)) for f in found]}")
@@ -82,7 +82,7 @@ def resolve_model(source: str, int8: bool = False) -> Path:
         path = int8_model(path)
         if not path.is_file():
             raise PredictError(f"--int8: {path} not found beside {source}; produce it with "
-                               "`python -m pipeline.export <task> <model>` (export.int8: true, the default)")
+                               "`python -m pipeline.stages.export <task> <model>` (export.int8: true, the default)")
     return path
 
 
@@ -131,7 +131,7 @@ def open_model(path: Path, provider: str = "auto"):
     missing = [k for k in ("task", "head") if k not in meta]
     if missing:
         raise PredictError(f"{path}: not a model exported by this project (metadata {PREFIX}{missing[0]} "
-                           "missing); export it with `python -m pipeline.export`")
+                           "missing); export it with `python -m pipeline.stages.export`")
     if not known(meta["head"]):
         raise PredictError(f"{path}: a model of head {meta['head']!r}, which this deployment path does not know "
                            f"(it knows {known_heads()}); update the code to the commit that exported it")
@@ -159,7 +159,7 @@ def workload_session(session, path: Path, meta: dict, rows: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.deploy.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="an .onnx file or an MLflow model URI (models:/name@alias, runs:/...)")
     parser.add_argument("--text", action="append", help="a review to classify (repeatable)")
     parser.add_argument("--file", help="a UTF-8 file of reviews, one per line")

@@ -1,6 +1,6 @@
 """Stage `fetch@<task>`: download a task's source file, or copy it from a local mirror.
 
-    python -m pipeline.fetch <task>
+    python -m pipeline.stages.fetch <task>
 
 Offline mode: set RB_OFFLINE_DIR to a folder holding the files (on the reference machine,
 ../shared/data). The stage then takes $RB_OFFLINE_DIR/<source.offline.filename> and verifies
@@ -155,7 +155,7 @@ def fetch(location: Location, target: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    (name,) = stage_args("pipeline.fetch", ["task"], argv)
+    (name,) = stage_args("pipeline.stages.fetch", ["task"], argv)
     try:
         _, task = load_task(name)
         fetch(resolve_location(task.source, os.environ.get(OFFLINE_ENV)), task.paths.raw)

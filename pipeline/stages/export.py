@@ -1,6 +1,6 @@
 """Stage `export@<task>-<model>`: the best checkpoint as a self-describing ONNX model.
 
-    python -m pipeline.export <task> <model>
+    python -m pipeline.stages.export <task> <model>
 
 - Named inputs and outputs, dynamic batch and time axes (each kind's `graph_interface` and
   `export_module`, pipeline/kinds/), an explicit opset, and the
@@ -17,7 +17,7 @@
 - Recurrent layers are onnxruntime's fused `LSTM`/`GRU` nodes (the peephole LSTM's carry
   the `P` input), one per layer. A bidirectional classifier layer is one node with
   direction="bidirectional" and `sequence_lens` (int32, counted from `input_ids` in the
-  graph), which reverses each row within its own length as pipeline/models.py masks it;
+  graph), which reverses each row within its own length as pipeline/nets/backbone.py masks it;
   the forecaster and generator layers are one direction each.
 - onnx.checker (full check) and strict shape inference must pass (pipeline/onnx_files.py).
 """
@@ -28,7 +28,7 @@ import json
 import logging
 import sys
 
-from pipeline.checkpoints import load_trained
+from pipeline.training.checkpoints import load_trained
 from pipeline.config import Config, ConfigError, load_task, stage_args
 from pipeline.files import write_json_atomic
 from pipeline.kinds.registry import kind_of
@@ -53,7 +53,7 @@ def deployment_metadata(config: Config, task_name: str, model_name: str, kind, m
 
 
 def main(argv: list[str] | None = None) -> int:
-    task_name, model_name = stage_args("pipeline.export", ["task", "model"], argv)
+    task_name, model_name = stage_args("pipeline.stages.export", ["task", "model"], argv)
     name = run_name(task_name, model_name)
     try:
         config, _ = load_task(task_name)

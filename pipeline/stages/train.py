@@ -1,7 +1,7 @@
 """Stage `train@<task>-<model>`: train one baseline, evaluate it once on test, track it.
 
-    python -m pipeline.train <task> <model>        # e.g. imdb gru
-    torchrun --nproc_per_node=N -m pipeline.train <task> <model>   # DDP, N processes
+    python -m pipeline.stages.train <task> <model>        # e.g. imdb gru
+    torchrun --nproc_per_node=N -m pipeline.stages.train <task> <model>   # DDP, N processes
 
 - Device: CUDA (cuDNN) when present, else CPU. bf16 autocast when configured (train.precision,
   or a task's own task.<t>.train.precision), on CUDA and on CPUs with native bf16.
@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.checkpoints import paths_of, save_checkpoint
+from pipeline.training.checkpoints import paths_of, save_checkpoint
 from pipeline.config import Config, ConfigError, load_task, stage_args
-from pipeline.datasets import TaskData, load_task_data
-from pipeline.distributed import (
+from pipeline.training.datasets import TaskData, load_task_data
+from pipeline.training.distributed import (
     Ranks,
     from_rank0,
     leave_process_group,
@@ -48,15 +48,15 @@ from pipeline.distributed import (
     torchrun_ranks,
     uses_bf16,
 )
-from pipeline.epochs import seed_epoch, train_epoch
+from pipeline.training.epochs import seed_epoch, train_epoch
 from pipeline.files import write_json_atomic
 from pipeline.hosts import host_kind
 from pipeline.kinds.base import Kind, predictions
 from pipeline.kinds.registry import kind_of
 from pipeline.layout import RunPaths, run_name
-from pipeline.models import count_parameters
-from pipeline.plots import write_train_plots
-from pipeline.resume import Progress, fingerprint, load_resume, model_settings
+from pipeline.nets.backbone import count_parameters
+from pipeline.training.plots import write_train_plots
+from pipeline.training.resume import Progress, fingerprint, load_resume, model_settings
 from pipeline.tracking import (
     NullTracker,
     TrackingError,
@@ -134,7 +134,7 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Traini
     if ranks.world_size > 1:
         start_distributed(ranks, device)
     torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
-    data = load_task_data(task.kind, task.paths.prepared, task.train, config.seed, config.train.num_workers,
+    data = load_task_data(task.data, task.paths.prepared, task.train, config.seed, config.train.num_workers,
                           ranks.rank, ranks.world_size)
     model_args = model_args_for(config, task_name, model_name, data.meta)
     run_fingerprint = fingerprint(config, task_name, model_name, data.digest, ranks.world_size)
@@ -328,7 +328,7 @@ def write_outputs(run: Training, result: FitResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    task_name, model_name = stage_args("pipeline.train", ["task", "model"], argv)
+    task_name, model_name = stage_args("pipeline.stages.train", ["task", "model"], argv)
     stage = f"train@{run_name(task_name, model_name)}"
     ranks = torchrun_ranks()
     if not ranks.is_main:

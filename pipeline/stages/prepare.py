@@ -1,8 +1,8 @@
 """Stage `prepare@<task>`: turn a fetched source into training-ready arrays and a data card.
 
-    python -m pipeline.prepare <task>
+    python -m pipeline.stages.prepare <task>
 
-The task's `kind` picks the preparer, `pipeline/data/<kind>.py` (looked up by name in
+The task's `data` (its data kind) picks the preparer, `pipeline/data/<data>.py` (looked up by name in
 pipeline/data/registry.py): the aclImdb archive, any CSV series (ETTh1 by default) or any
 UTF-8 text (Tiny Shakespeare by default).
 """
@@ -20,11 +20,11 @@ from pipeline.files import write_json_atomic
 log = logging.getLogger(__name__)
 
 def main(argv: list[str] | None = None) -> int:
-    (name,) = stage_args("pipeline.prepare", ["task"], argv)
+    (name,) = stage_args("pipeline.stages.prepare", ["task"], argv)
     start = time.perf_counter()
     try:
         _, task = load_task(name)
-        card = data_kind(task.kind).prepare(task.paths.raw, task.prepare, task.paths.prepared)
+        card = data_kind(task.data).prepare(task.paths.raw, task.prepare, task.paths.prepared)
     except ValueError as exc:  # ConfigError, CsvError, UnsafeArchiveError and other bad input
         print(f"prepare@{name}: {exc}", file=sys.stderr)
         return 1

@@ -107,15 +107,15 @@ def _loader(dataset, batch_size, shuffle, seed, num_workers, lengths=None, colla
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
 
 
-def load_task_data(kind: str, prepared_dir: str | Path, train, seed: int, num_workers: int = 0, rank: int = 0,
+def load_task_data(data: str, prepared_dir: str | Path, train, seed: int, num_workers: int = 0, rank: int = 0,
                    world_size: int = 1) -> TaskData:
-    """Loaders for the three splits of a task of data kind `kind` (`train`: the task's train
-    settings), over the datasets its module makes (`split_datasets`, pipeline/data/<kind>.py);
+    """Loaders for the three splits of a task of data kind `data` (`train`: the task's train
+    settings), over the datasets its module makes (`split_datasets`, pipeline/data/<data>.py);
     only train is sharded across ranks (rank 0 evaluates)."""
     prepared_dir = Path(prepared_dir)
     meta = read_json(prepared_dir / "meta.json")
     loaders = {}
-    for split, found in data_kind(kind).split_datasets(prepared_dir, meta, train).items():
+    for split, found in data_kind(data).split_datasets(prepared_dir, meta, train).items():
         size, shuffle = (train.batch_size, True) if split == "train" else (train.eval_batch_size, False)
         ranks = dict(rank=rank, world_size=world_size) if split == "train" else {}
         loaders[split] = _loader(found.dataset, size, shuffle, seed, num_workers, found.lengths, found.collate,

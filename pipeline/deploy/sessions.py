@@ -5,7 +5,7 @@ the reason through its native logger and hands back a CPU session. `open_session
 provider back from `session.get_providers()` and turns such a fallback into (None, reason),
 so no caller (validate, predict, benchmarks) ever reports a CPU run as CUDA.
 
-Imports onnxruntime only, never torch: the deployment path (`pipeline.predict`) uses it.
+Imports onnxruntime only, never torch: the deployment path (`pipeline.deploy.predict`) uses it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.datasets import epoch_seed
+from pipeline.training.datasets import epoch_seed
 
 
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
