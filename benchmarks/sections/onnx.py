@@ -7,7 +7,7 @@ import re
 
 from benchmarks.common import spread, summarise, table, verdict
 from pipeline.config import Config
-from pipeline.distributed import pick_device
+from pipeline.training.distributed import pick_device
 from pipeline.kinds.registry import kind_of
 from pipeline.latency import LATENCY_BATCHES
 
@@ -31,10 +31,10 @@ def with_targets(result: dict, target: float | None) -> dict:
 def measure(config: Config, task_name: str, model_name: str, repeats: int, timing_runs: dict[int, int]) -> dict:
     """Per provider: the fp32 model and (where export wrote it) the INT8 model beside it, each
     timed against the same PyTorch eager runs; their speed-ups and the targets."""
-    from pipeline.checkpoints import load_trained
+    from pipeline.training.checkpoints import load_trained
     from pipeline.latency import latency_report, onnx_latency
     from pipeline.layout import int8_model
-    from pipeline.sessions import PROVIDERS, open_workloads
+    from pipeline.deploy.sessions import PROVIDERS, open_workloads
 
     trained = load_trained(config, task_name, model_name)
     model, kind, args, meta = trained.model, kind_of(trained.head), trained.model_args["args"], trained.meta
