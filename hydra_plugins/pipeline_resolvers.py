@@ -1,4 +1,4 @@
-"""Registers the OmegaConf resolvers that conf/ uses (`${runs:...}`).
+"""Registers the OmegaConf resolvers that conf/ uses (`${runs:...}`, `${embeds:...}`).
 
 Hydra imports every module of the `hydra_plugins` namespace when it scans for plugins, and
 DVC points that scan at the repository root (`hydra.plugins_path`) before `dvc exp run -S`

@@ -1,5 +1,5 @@
-"""The configuration's composition: conf/ through Hydra into params.yaml, the `runs` resolver,
-and what `python -m pipeline.config [override ...]` does: compose, validate, write (or check)
+"""The configuration's composition: conf/ through Hydra into params.yaml, the `runs` and `embeds`
+resolvers, and what `python -m pipeline.config [override ...]` does: compose, validate, write (or check)
 params.yaml.
 
 pipeline/config.py holds the schema that validates the result and loads it for the stages.
@@ -11,13 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import CONF_DIR, ConfigError, derive_runs, validate
+from pipeline.config import CONF_DIR, ConfigError, derive_embeds, derive_runs, validate
 
 
 def register_resolvers() -> None:
-    """`${runs:${task},${model}}` in conf/; Hydra's plugin discovery calls this for DVC too
-    (hydra_plugins/pipeline_resolvers.py)."""
+    """`${runs:${task},${model}}` and `${embeds:${task}}` in conf/; Hydra's plugin discovery
+    calls this for DVC too (hydra_plugins/pipeline_resolvers.py)."""
     from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver(
+        "embeds", lambda tasks: OmegaConf.create(derive_embeds(OmegaConf.to_container(tasks, resolve=True))),
+        replace=True)
 
     OmegaConf.register_new_resolver(
         "runs", lambda tasks, models: OmegaConf.create(derive_runs(OmegaConf.to_container(tasks, resolve=True),

@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from pipeline.data import SETTINGS as DATA_SETTINGS
 from pipeline.kinds import SETTINGS as HEAD_SETTINGS
-from pipeline.layout import run_name
+from pipeline.layout import run_name, task_paths
 from pipeline.schema import ConfigError, PositiveInt, Section  # noqa: F401  (ConfigError: re-exported)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +190,13 @@ def derive_runs(tasks: dict[str, Any], models: dict[str, Any]) -> dict[str, dict
     return pairs
 
 
+def derive_embeds(tasks: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The tasks that ask for pretrained word vectors (`embeddings` set): one embed stage each
+    in dvc.yaml (`foreach: ${embeds}`), written into params.yaml as `runs` is."""
+    return {name: {"task": name, "data": task.get("data")} for name, task in tasks.items()
+            if isinstance(task, dict) and task.get("embeddings")}
+
+
 class Config(Section):
     """The whole configuration. Its `model` and `task` sections follow the registered kinds of
     head and of data, so the class that validates is `schema()`, built from this one and every
@@ -199,6 +206,7 @@ class Config(Section):
     task: dict[str, TaskConfig] = Field(min_length=1)
     model: dict[str, ModelBase] = Field(min_length=1)
     runs: dict[str, Run]
+    embeds: dict[str, dict[str, str]]
     train: TrainConfig
     export: ExportConfig
     report: ReportConfig
@@ -211,6 +219,12 @@ class Config(Section):
         return self.task[task_name].train.precision or self.train.precision
 
     @model_validator(mode="after")
+    def _tasks_know_their_names(self) -> "Config":
+        for name, task in self.task.items():
+            task.named(name, task_paths(self.paths, name))
+        return self
+
+    @model_validator(mode="after")
     def _runs_are_derived(self) -> "Config":
         for name, task in self.task.items():
             unknown = sorted(set(task.models or []) - set(self.model))
@@ -220,7 +234,11 @@ class Config(Section):
         for name, task in self.task.items():
             if task.head not in HEAD_SETTINGS:
                 raise ValueError(f"task.{name}.head: no kind {task.head!r}; the kinds are {sorted(HEAD_SETTINGS)}")
-        expected = derive_runs({n: t.model_dump() for n, t in self.task.items()}, self.model)
+        tasks = {n: t.model_dump() for n, t in self.task.items()}
+        if self.embeds != derive_embeds(tasks):
+            raise ValueError(f"embeds must be the tasks that set embeddings {sorted(derive_embeds(tasks))}, found "
+                             f"{sorted(self.embeds)}; it is derived: recompose params.yaml with `python -m pipeline.config`")
+        expected = derive_runs(tasks, self.model)
         found = {name: run.model_dump() for name, run in self.runs.items()}
         if found != expected:
             raise ValueError(f"runs must be every task x model pair {sorted(expected)}, found {sorted(found)}; "
@@ -256,9 +274,10 @@ def schema() -> type[Config]:
 
 def _describe(error: dict[str, Any]) -> str:
     loc = [str(part) for part in error["loc"]]
-    # A tagged union puts the tag into the location (task.imdb.imdb.prepare...); drop it.
+    # A tagged union puts the tag into the location (task.imdb.texts.prepare...); drop it.
     if len(loc) > 2 and loc[0] == "task" and loc[2] in DATA_SETTINGS:
         del loc[2]
+    loc = [part for part in loc if not part.startswith("<")]   # the tag of a union's form (schema.Sources)
     key = ".".join(loc) or "<root>"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key (found {error['input']!r}); remove it or fix its spelling"

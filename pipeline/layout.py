@@ -34,6 +34,31 @@ class RunPaths:
     onnx_scores: Path        # validate: the headline that DVC compares
 
 
+@dataclass(frozen=True)
+class TaskPaths:
+    """The files of one task, derived from its name alone: a task file copied from another
+    never writes into the other's files."""
+
+    raw: Path          # fetch: a folder holding the task's fetched source file(s), by their own names
+    prepared: Path     # prepare: training-ready arrays and what deployment needs (tokenizer, scale)
+    embeddings: Path   # embed (text tasks that ask for it): pretrained word vectors
+    card: Path         # prepare: the data card (read by the report, logged to MLflow)
+
+
+def task_paths(paths, task: str) -> TaskPaths:
+    """`paths` is the config's paths section; dvc.yaml spells the same paths with `${key}`."""
+    return TaskPaths(raw=Path(paths.raw) / task, prepared=Path(paths.prepared) / task / "data",
+                     embeddings=Path(paths.prepared) / task / "embeddings",
+                     card=Path(paths.metrics) / "data" / f"{task}.json")
+
+
+def source_name(url: str) -> str:
+    """The name a fetched file keeps under its task's raw folder: the last part of its URL or path."""
+    from urllib.parse import urlparse
+
+    return Path(urlparse(url).path).name
+
+
 def int8_model(onnx_model: str | Path) -> Path:
     """model.onnx -> model.int8.onnx beside it: its dynamic INT8 quantisation (export.int8),
     which export writes, validate gates and `predict --int8` runs."""

@@ -6,9 +6,12 @@ never torch."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, model_validator
+
+from pipeline.layout import TaskPaths, source_name
 
 Checksum = Annotated[
     str,
@@ -42,11 +45,16 @@ class SourceConfig(Section):
     offline: OfflineSource | None = None
 
 
-class TaskPaths(Section):
-    raw: str
-    prepared: str
-    card: str
-    embeddings: str | None = None  # text tasks: pretrained word vectors (stage embed)
+def _source_form(value: Any) -> str:
+    """Which form a `source` has: one file (a mapping with a `url`; an instance when serialised) or several."""
+    return ONE_SOURCE if isinstance(value, SourceConfig) or (isinstance(value, dict) and "url" in value) \
+        else SOURCES_BY_NAME
+
+
+# The tags of the two forms of `source`, which error messages leave out of a key's path.
+ONE_SOURCE, SOURCES_BY_NAME = "<one source>", "<sources by name>"
+Sources = Annotated[Union[Annotated[SourceConfig, Tag(ONE_SOURCE)], Annotated[dict[str, SourceConfig], Tag(SOURCES_BY_NAME)]],
+                    Discriminator(_source_form)]
 
 
 class TaskTrain(Section):
@@ -68,14 +76,53 @@ class Anchors(Section):
 
 
 class TaskBase(Section):
-    source: SourceConfig
-    paths: TaskPaths
+    """What every task has. Its paths are not settings: they derive from the task's name
+    (pipeline/layout.py task_paths), which the configuration gives it once loaded."""
+
+    # One file, or several by name (a text task's train and test files); each is fetched under
+    # the task's raw folder by the last part of its URL.
+    source: Sources
     anchors: list[Anchors] = Field(default_factory=list)  # none for a dataset without published figures
     # The models this task trains (names under model:); all of them when left out. Opting a
     # slow task out of a model keeps the full `dvc repro` inside its time budget.
     models: list[str] | None = Field(default=None, min_length=1)
     # The model head it trains (a kind, pipeline/kinds/); each data kind has its own default.
     head: str
+    _name: str = PrivateAttr("")
+    _paths: TaskPaths | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _fetched_names_differ(self) -> "TaskBase":
+        names = [source_name(s.url) for s in self.sources()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"source: two files would be fetched as {twice}; every source's URL must end "
+                             "in its own file name")
+        return self
+
+    def named(self, name: str, paths: TaskPaths) -> None:
+        """Called once by the configuration: the task's name (its key under task:) and its paths."""
+        self._name, self._paths = name, paths
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def paths(self) -> TaskPaths:
+        if self._paths is None:
+            raise RuntimeError("a task's paths derive from its name: load it through pipeline.config")
+        return self._paths
+
+    def sources(self) -> list[SourceConfig]:
+        return list(self.source.values()) if isinstance(self.source, dict) else [self.source]
+
+    @property
+    def source_file(self) -> Path:
+        """The fetched file of a task with one source."""
+        if isinstance(self.source, dict):
+            raise ValueError(f"task.{self.name}.source: expected one file, found several {sorted(self.source)}")
+        return self.paths.raw / source_name(self.source.url)
 
     @property
     def metric(self) -> str:

@@ -98,7 +98,7 @@ def imdb_reviews(n_per_class: int = 12, n_unsup: int = 10, seed: int = 0) -> dic
                 marker = " testonlyword" if split == "test" and i < 3 else ""
                 members[f"aclImdb/{split}/{label}/{i}_{rating}.txt"] = synthetic_review(rng, label) + marker
     for i in range(n_unsup):
-        marker = " unsuponlyword" if i < 3 else ""  # enters the vocabulary only with vocab_from_unsup
+        marker = " unsuponlyword" if i < 3 else ""  # enters the vocabulary only with vocab_from_unlabelled
         members[f"aclImdb/train/unsup/{i}_0.txt"] = synthetic_review(rng, "pos" if i % 2 else "neg") + marker
     return members
 

@@ -160,7 +160,7 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
         check(peephole["lstm_peephole"]["samples_per_s"])
         check(peephole["ratio_peephole_to_lstm"])
     assert results["prepare"]["imdb"]["count"] == 2 * 2 * 12 + 10  # the fixture's reviews, unlabelled too
-    check(results["prepare"]["imdb"]["reviews_per_s"])
+    check(results["prepare"]["imdb"]["texts_per_s"])
     check(results["repro-noop"]["seconds"])
     noop_row = next(line for line in table.splitlines() if line.startswith("| no-op"))
     assert ("**missed**" in noop_row) is not results["repro-noop"]["target_met"]

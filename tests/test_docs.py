@@ -350,12 +350,12 @@ def test_the_command_checker_accepts_what_dvc_repro_makes_and_what_the_repositor
         "output line that is not a command: python -m not.a.command",
         "```",
         "  ```sh",                                     # indented, as inside a list item
-        "  cat data/prepared/imdb/encoded/tokenizer.json metrics/ conf/model/{lstm,gru}.yaml .ci/run",
-        "  RB_OFFLINE_DIR=../shared/data dvc repro -f fetch@imdb embed > log.txt",
+        "  cat data/prepared/imdb/data/tokenizer.json metrics/ conf/model/{lstm,gru}.yaml .ci/run",
+        "  RB_OFFLINE_DIR=../shared/data dvc repro -f fetch@imdb embed@imdb > log.txt",
         "  ```",
     ])
     commands = shown_commands(markdown)
     assert [argv[:3] for argv in commands] == [["python", "-m", "pipeline.deploy.predict"], ["cat",
-                                               "data/prepared/imdb/encoded/tokenizer.json", "metrics/"],
+                                               "data/prepared/imdb/data/tokenizer.json", "metrics/"],
                                                ["dvc", "repro", "-f"]]
     assert [p for argv in commands for p in command_problems(argv, repo)] == []

@@ -41,6 +41,15 @@ def looked_up(config, stage_name: str) -> dict[str, set[str]]:
     return {"head": {r.head for r in config.runs.values()}, "data": {r.data for r in config.runs.values()}}
 
 
+def code_files(root: Path, dep: str) -> list[Path]:
+    """The code a dep names: a module, or every module of a package folder (a data kind's)."""
+    if dep.endswith(".py"):
+        return [Path(dep)]
+    if dep.startswith("pipeline/") and (root / dep).is_dir():
+        return sorted(p.relative_to(root) for p in (root / dep).rglob("*.py"))
+    return []
+
+
 def stage_closures(root: Path) -> dict[str, tuple[set[Path], list[Path]]]:
     """{stage: (the files its command runs from this repository, its declared code deps)}."""
     config = load_config(root / "params.yaml")
@@ -48,7 +57,7 @@ def stage_closures(root: Path) -> dict[str, tuple[set[Path], list[Path]]]:
     for stage in resolved_stages(root):
         module = stage_module(stage.cmd)
         assert module, f"{stage.name}: expected `python -m <module> ...`, found {stage.cmd!r}"
-        code = [Path(dep.def_path) for dep in stage.deps if dep.def_path.endswith(".py")]
+        code = [path for dep in stage.deps for path in code_files(root, dep.def_path)]
         found[stage.name] = (lookup_closure(root, module, looked_up(config, stage.name)), code)
     return found
 
@@ -158,9 +167,7 @@ def test_dvc_metrics_are_the_headline_scores_only():
 def test_a_csv_task_added_in_conf_gets_all_its_stages(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     mirror = make_mirror(tmp_path / "mirror")
-    compose_params(repo, mirror, "+task@task.weather=etth1", "task.weather.paths.raw=data/raw/weather.csv",
-                   "task.weather.paths.prepared=data/prepared/weather/series",
-                   "task.weather.paths.card=metrics/data/weather.json")
+    compose_params(repo, mirror, "+task@task.weather=etth1")
     listed = run_in(repo, "dvc", "stage", "list", "--name-only").stdout.split()
     for stage in ("fetch@weather", "prepare@weather", *(f"{s}@weather-{m}" for s in ("train", "export", "validate")
                                                         for m in ("lstm", "gru", "peephole"))):
@@ -179,3 +186,18 @@ def test_no_committed_file_holds_a_path_of_the_machine_that_wrote_it():
         if hits:
             found[name] = hits[:3]
     assert found == {}
+
+
+def test_a_task_file_copied_from_another_writes_only_to_its_own_paths(tmp_path):
+    """The user's first step: copy conf/task/imdb.yaml to a new name. Every output of the copy's
+    stages is its own; none is IMDB's (paths derive from the task's name, not from the file)."""
+    repo = copy_repo(tmp_path / "repo")
+    mirror = make_mirror(tmp_path / "mirror")
+    (repo / "conf/task/reviews.yaml").write_text((repo / "conf/task/imdb.yaml").read_text())
+    compose_params(repo, mirror, "+task@task.reviews=reviews")
+    outs = {stage.name: {o.def_path for o in stage.outs} for stage in resolved_stages(repo)}
+    own = {name: paths for name, paths in outs.items() if name.endswith("@reviews") or "@reviews-" in name}
+    others = set().union(*(paths for name, paths in outs.items() if name not in own))
+    assert len(own) == 2 + 1 + 3 * 2   # fetch, prepare, embed; train, export, validate of lstm and gru
+    assert all(paths and not paths & others for paths in own.values()), own
+    assert all("reviews" in path for paths in own.values() for path in paths)

@@ -52,8 +52,6 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     # A CSV series a user added: its own conf file, no published figures, one cell.
     csv = write_csv(tmp_path / "series.csv", synthetic_series(400, seed=3))
     task = {"data": "timeseries", "source": {"url": str(csv), "checksum": sha256_spec(csv)},
-            "paths": {"raw": "${paths.raw}/mycsv.csv", "prepared": "${paths.prepared}/mycsv/series",
-                      "card": "${paths.metrics}/data/mycsv.json"},
             "prepare": {"time_column": "date", "columns": None, "target": "OT", "features": "M", "missing": "error",
                         "lookback": 24, "horizon": 12, "borders": [240, 320, 400], "ratios": None},
             "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 512}, "models": ["gru"]}
@@ -77,7 +75,7 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     runs = client.search_runs([client.get_experiment_by_name("mycsv").experiment_id])
     by_horizon = {int(r.data.params["task.prepare.horizon"]): r for r in runs}
     assert sorted(by_horizon) == [4, 8] and all(r.data.tags["onnx.cpu.status"] == "ok" for r in runs)
-    report = (repo / "reports/ltsf.md").read_text()
+    report = (repo / "reports/ltsf/mycsv.md").read_text()
     assert "| cell (MSE / MAE) | H=4 | H=8 | average |" in report
     gru = next(line for line in report.splitlines() if line.startswith("| GRU |"))
     for horizon, run in by_horizon.items():
@@ -91,9 +89,9 @@ def test_the_command_runs_a_csv_task_at_two_horizons_and_tables_what_mlflow_trac
     assert "differs" not in settings                          # the horizon is the only sweep dimension
     # --report-only rebuilds the same table from MLflow alone, without sweeping again.
     run_in(repo, "python", "-m", "pipeline.experiments.ltsf", "mycsv", "--horizons", "4", "8", "--report-only")
-    assert (repo / "reports/ltsf.md").read_text().split("\n\n", 3)[2:] == report.split("\n\n", 3)[2:]
+    assert (repo / "reports/ltsf/mycsv.md").read_text().split("\n\n", 3)[2:] == report.split("\n\n", 3)[2:]
     assert experiment_horizons(repo) == [4, 8]                # and no new experiment
-    records = {p.name: json.loads(p.read_text()) for p in (repo / "reports/ltsf").glob("*.json")}
+    records = {p.name: json.loads(p.read_text()) for p in (repo / "reports/ltsf/mycsv").glob("*.json")}
     assert sorted(records) == ["mycsv-gru-h4.json", "mycsv-gru-h8.json"]
     assert all(r["passed"] and r["cpu"]["status"] == "ok" for r in records.values())
 

@@ -98,7 +98,7 @@ def test_parity_check_catches_a_gru_exported_without_linear_before_reset(pipelin
     onnx.save(model, str(corrupted))
 
     torch_model, model_args = load_checkpoint(repo / "models/imdb-gru/model.pt")
-    meta = json.loads((repo / "data/prepared/imdb/encoded/meta.json").read_text())
+    meta = json.loads((repo / "data/prepared/imdb/data/meta.json").read_text())
     kind = kind_of(model_args["head"])
     inputs = kind.parity_inputs(model_args["args"], meta)
     good, _ = open_session(onnx_path(repo, "imdb-gru"), PROVIDERS["cpu"])
@@ -139,7 +139,7 @@ def test_the_parity_gate_judges_a_difference_at_its_outputs_scale(pipeline_repo,
     on rounding alone; a wrong export fails at any scale."""
     repo, *_ = pipeline_repo
     torch_model, model_args = load_checkpoint(repo / "models/etth1-lstm/model.pt")
-    meta = json.loads((repo / "data/prepared/etth1/series/meta.json").read_text())
+    meta = json.loads((repo / "data/prepared/etth1/data/meta.json").read_text())
     kind, cpu, tolerance = kind_of(model_args["head"]), torch.device("cpu"), GATES.cpu.outputs
     inputs = kind.parity_inputs(model_args["args"], meta)
     session, _ = open_session(onnx_path(repo, "etth1-lstm"), PROVIDERS["cpu"])
@@ -222,7 +222,7 @@ def test_predict_classifies_without_torch_and_agrees_with_pytorch(pipeline_repo)
     predicted = [p["probabilities"]["pos"] for p in json.loads(result.stdout)["predictions"]]
 
     from tokenizers import Tokenizer
-    tokenizer = Tokenizer.from_file(str(repo / "data/prepared/imdb/encoded/tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(repo / "data/prepared/imdb/data/tokenizer.json"))
     ids = torch.tensor([e.ids for e in tokenizer.encode_batch(texts)])
     model, _ = load_checkpoint(repo / "models/imdb-lstm/model.pt")
     with torch.no_grad():
@@ -382,7 +382,7 @@ def test_predict_generates_without_torch_reproducibly_and_as_pytorch_does(pipeli
     from pipeline.kinds.generator import torch_step, zero_state
     greedy = predict(repo, model, "--prompt", "JULIET:", "--max-chars", "60", "--temperature", "0")
     torch_model, _ = load_checkpoint(repo / "models/shakespeare-lstm/model.pt")
-    vocab = json.loads((repo / "data/prepared/shakespeare/text/meta.json").read_text())["vocab"]
+    vocab = json.loads((repo / "data/prepared/shakespeare/data/meta.json").read_text())["vocab"]
     expected = generate(torch_step(torch_model, torch.device("cpu")), zero_state(torch_model)(1),
                         encode("JULIET:", vocab), 60, 0.0, 0)
     assert json.loads(greedy.stdout)["predictions"]["text"] == "".join(vocab[i] for i in expected)

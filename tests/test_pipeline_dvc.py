@@ -19,8 +19,10 @@ SHARED_DVC = pytest.mark.xdist_group("shared-pipeline-dvc")
 
 def stages_of(repo) -> set[str]:
     """Every stage the repo's params.yaml gives, named as DVC names them."""
-    runs = load_config(repo / "params.yaml").runs
-    return {*(f"{stage}@{task}" for stage in ("fetch", "prepare") for task in TASKS), "embed", "report",
+    config = load_config(repo / "params.yaml")
+    runs = config.runs
+    return {*(f"{stage}@{task}" for stage in ("fetch", "prepare") for task in TASKS), "report",
+            *(f"embed@{task}" for task in config.embeds),
             *(f"{stage}@{name}" for stage in ("train", "export", "validate") for name in runs)}
 
 
@@ -46,14 +48,14 @@ def test_dvc_dag_lists_every_stage(pipeline_repo):
 def test_repro_fetches_prepares_and_writes_the_data_cards(pipeline_repo):
     repo, mirror, _, result = pipeline_repo
     assert ran(result) == stages_of(repo)
-    assert (repo / "data/raw/aclImdb_v1.tar.gz").read_bytes() == (mirror / "aclImdb_v1.tar.gz").read_bytes()
+    assert (repo / "data/raw/imdb/aclImdb_v1.tar.gz").read_bytes() == (mirror / "aclImdb_v1.tar.gz").read_bytes()
     imdb = json.loads((repo / "metrics/data/imdb.json").read_text())
     etth1 = json.loads((repo / "metrics/data/etth1.json").read_text())
     assert [imdb["splits"][s]["count"] for s in ("train", "val", "test")] == [18, 6, 24]
     text = json.loads((repo / "metrics/data/shakespeare.json").read_text())
     assert sum(text["chars"].values()) == len((mirror / "tinyshakespeare.txt").read_text())
     assert etth1["windows"] == {"train": 205, "val": 69, "test": 69}
-    assert sorted(p.name for p in (repo / "data/prepared/etth1/series").iterdir()) == [
+    assert sorted(p.name for p in (repo / "data/prepared/etth1/data").iterdir()) == [
         "meta.json", "test.npz", "train.npz", "val.npz"]
     lock = (repo / "dvc.lock").read_text()
     assert "prepare@imdb" in lock and "metrics/data/imdb.json" in lock
@@ -116,18 +118,23 @@ def test_an_edit_to_one_kinds_module_marks_only_the_runs_of_that_kind(pipeline_c
              | {"report"} for head, names in of["head"].items()}
     for head in of["head"]:   # its torch-free half and its network: the same runs
         cases[f"pipeline/kinds/{head}_spec.py"] = cases[f"pipeline/nets/{head}.py"] = cases[f"pipeline/kinds/{head}.py"]
+    embeds = load_config(repo / "params.yaml").embeds
     for data, names in of["data"].items():
         task = runs[next(iter(names))].task
-        embed = {"embed"} if task == "imdb" else set()   # word2vec reads the reviews through imdb.py too
-        cases[f"pipeline/data/{data}.py"] = {f"prepare@{task}", *embed,
-                                             *(f"{s}@{n}" for n in names for s in ("train", "validate"))}
-    assert len(cases) == 12 and "up to date" in run_in(repo, "dvc", "status").stdout
-    for path, expected in cases.items():
-        source = repo / path
-        original = source.read_text()
-        source.write_text(original + "\n# an edit\n")
-        assert set(json.loads(run_in(repo, "dvc", "status", "--json").stdout)) == expected, path
-        source.write_text(original)
+        embed = {f"embed@{task}"} if task in embeds else set()   # word2vec reads the texts through it too
+        cases[f"pipeline/data/{data}/__init__.py"] = {f"prepare@{task}", *embed,
+                                                     *(f"{s}@{n}" for n in names for s in ("train", "validate"))}
+    cases["pipeline/data/texts/files.py"] = cases["pipeline/data/texts/__init__.py"]   # a module of the package
+    assert len(cases) == 13 and "up to date" in run_in(repo, "dvc", "status").stdout
+    for path in cases:   # every file edited at once; `dvc status` names, per stage, the deps that changed
+        (repo / path).write_text((repo / path).read_text() + "\n# an edit\n")
+    found = {path: set() for path in cases}
+    for stage, entries in json.loads(run_in(repo, "dvc", "status", "--json").stdout).items():
+        changed = [dep for entry in entries if isinstance(entry, dict) for dep in entry.get("changed deps", {})]
+        for path in cases:   # a file, or a module of a package listed as a folder
+            if any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in changed):
+                found[path].add(stage)
+    assert found == cases
 
 
 def changed_stages(repo, mirror, *overrides) -> set[str]:
@@ -226,7 +233,7 @@ def test_a_wrong_mirror_checksum_fails_the_stage_and_leaves_no_output(tmp_path):
     result = run_in(repo, "dvc", "repro", "fetch@etth1", env={"RB_OFFLINE_DIR": str(mirror)}, check=False)
     assert result.returncode != 0
     assert "checksum mismatch" in result.stderr + result.stdout
-    assert not (repo / "data/raw/ETTh1.csv").exists()
+    assert not (repo / "data/raw/etth1/ETTh1.csv").exists()
     assert list((repo / "data/raw").glob("*")) in ([], [repo / "data/raw/.gitignore"])
 
 

@@ -24,8 +24,8 @@ def test_real_data_stages_give_the_published_counts(tmp_path):
     counts = {s: (c["count"], c["neg"], c["pos"]) for s, c in imdb["splits"].items()}
     assert counts == {"train": (22500, 11250, 11250), "val": (2500, 1250, 1250),
                       "test": (25000, 12500, 12500)}
-    assert imdb["unsup_count"] == 50000 and imdb["vocab_size"] == 30000
-    assert imdb["source"]["sha256"] == "7d86c2b7254b3b41cd4561f8af8f6b6a336e5942bb46ef91f47ba327aa0fa4e3"
+    assert imdb["unlabelled_count"] == 50000 and imdb["vocab_size"] == 30000
+    assert imdb["source"] == {"aclImdb_v1.tar.gz": "7d86c2b7254b3b41cd4561f8af8f6b6a336e5942bb46ef91f47ba327aa0fa4e3"}
 
     etth1 = json.loads((repo / "metrics/data/etth1.json").read_text())
     assert etth1["rows"] == 17420

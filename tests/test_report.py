@@ -113,14 +113,14 @@ def test_report_stage_writes_the_summary_with_each_tasks_champion_and_the_figure
 def test_a_repro_of_the_report_stage_keeps_the_long_horizon_table_beside_its_own_files(pipeline_repo, tmp_path):
     source, *_ = pipeline_repo
     repo = copy_pipeline(source, tmp_path / "repo")
-    (repo / "reports/ltsf").mkdir()
-    (repo / "reports/ltsf.md").write_text("# the long-horizon table\n")
-    (repo / "reports/ltsf/etth1-gru-h96.json").write_text('{"passed": true}')
+    (repo / "reports/ltsf/etth1").mkdir(parents=True)
+    (repo / "reports/ltsf/etth1.md").write_text("# the long-horizon table\n")
+    (repo / "reports/ltsf/etth1/etth1-gru-h96.json").write_text('{"passed": true}')
     (repo / "reports/summary.md").unlink()
     run_in(repo, "dvc", "repro", "--force", "--single-item", "report")
     assert (repo / "reports/summary.md").is_file()                       # the stage wrote its own files
-    assert (repo / "reports/ltsf.md").read_text() == "# the long-horizon table\n"   # and kept the rest
-    assert (repo / "reports/ltsf/etth1-gru-h96.json").is_file()
+    assert (repo / "reports/ltsf/etth1.md").read_text() == "# the long-horizon table\n"   # and kept the rest
+    assert (repo / "reports/ltsf/etth1/etth1-gru-h96.json").is_file()
 
 
 def test_champions_are_not_promoted_while_a_train_stages_mlflow_handoff_is_missing(tmp_path, monkeypatch):

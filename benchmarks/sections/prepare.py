@@ -1,5 +1,5 @@
 """(e) prepare: throughput of each task's prepare step, in the unit its data card counts
-(IMDB reviews/s, ETTh1 rows/s, Tiny Shakespeare chars/s)."""
+(IMDB texts/s, ETTh1 rows/s, Tiny Shakespeare chars/s)."""
 
 from __future__ import annotations
 

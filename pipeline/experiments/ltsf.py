@@ -1,7 +1,7 @@
 """The long-horizon forecasting table of a forecaster task: every cell it trains, at every horizon
 of the standard table, beside the published rows and the naive floor.
 
-    python -m pipeline.experiments.ltsf etth1                      # the sweep, then reports/ltsf.md
+    python -m pipeline.experiments.ltsf etth1                      # the sweep, then reports/ltsf/etth1.md
     python -m pipeline.experiments.ltsf mycsv --horizons 24 48      # any forecaster task, any horizons
     python -m pipeline.experiments.ltsf etth1 --report-only        # the table again, from what MLflow holds
 
@@ -17,7 +17,7 @@ same stages, and `dvc exp show` / `dvc exp apply` are how a user compares and ke
 The table is then read back from MLflow: per cell and horizon, the newest finished run of the
 task whose params hold that horizon and the task's lookback and that the validate stage checked.
 Its ONNX record (the run's `onnx/<run>.json` artifact, as metrics/onnx/ holds it) says whether
-every gate passed; each is written beside the table (reports/ltsf/<task>-<model>-h<H>.json). Published rows come from the task's anchors (conf/task/<t>.yaml) for each
+every gate passed; each is written beside the table (reports/ltsf/<task>/<task>-<model>-h<H>.json). Published rows come from the task's anchors (conf/task/<t>.yaml) for each
 horizon, so a task without published figures shows only its own rows.
 """
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 HORIZONS = (96, 192, 336, 720)   # the standard long-horizon table
 METRICS = ("test/mse", "test/mae")
 VALIDATION = "best/val/mse"   # what picks the cell per horizon, as the champion is picked
-REPORT = Path("reports/ltsf.md")
+REPORTS = Path("reports/ltsf")   # <task>.md, and <task>/ the gates of each cell: one table per task
 DOCS_PAGE = Path("docs/ltsf.md")   # a task's block there (`<!-- ltsf:<task>:start -->`) is the same table
 
 
@@ -185,7 +185,7 @@ def build_table(config, task_name: str, horizons, client) -> tuple[str, dict, di
 
 
 def report_text(task_name: str, task, tables: str, seconds: float | None) -> str:
-    """reports/ltsf.md: what ran, under which protocol, and the table."""
+    """reports/ltsf/<task>.md: what ran, under which protocol, and the table."""
     prepare = task.prepare
     protocol = (f"features {prepare.features}, lookback L={prepare.lookback}, "
                 + (f"borders {prepare.borders}" if prepare.borders else f"ratios {prepare.ratios}")
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizons", type=int, nargs="+", default=list(HORIZONS),
                         help="the horizons of the table (default: 96 192 336 720)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the table from MLflow")
-    parser.add_argument("--out", type=Path, default=REPORT, help=f"where the table goes (default {REPORT})")
+    parser.add_argument("--out", type=Path, help=f"where the table goes (default {REPORTS}/<task>.md)")
     args = parser.parse_args(argv)
     try:
         config, task = load_task(args.task)
@@ -246,13 +246,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.tracking import resolve_uri
 
+    out = args.out or REPORTS / f"{args.task}.md"
     tables, details, records = build_table(config, args.task, args.horizons, MlflowClient(resolve_uri(config.tracking)))
-    write_text_atomic(args.out, report_text(args.task, task, tables, seconds))
+    write_text_atomic(out, report_text(args.task, task, tables, seconds))
     for stem, record in records.items():   # the gates of every model of the table, beside it
-        write_json_atomic(args.out.parent / args.out.stem / f"{stem}.json", record)
+        write_json_atomic(out.parent / out.stem / f"{stem}.json", record)
     fill_docs_block(DOCS_PAGE, args.task, tables)
     failed = [f"{m}@H={h}" for (m, h), d in details.items() if d["gates_passed"] is not True]
-    log.info("ltsf: %s (%d runs%s)", args.out, len(details), f"; gates not passed: {failed}" if failed else "")
+    log.info("ltsf: %s (%d runs%s)", out, len(details), f"; gates not passed: {failed}" if failed else "")
     return 1 if failed else 0
 
 

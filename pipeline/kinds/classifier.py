@@ -1,5 +1,5 @@
 """The classifier kind on the pipeline's side: token ids [B, T] -> class logits, trained with
-cross-entropy, scored on accuracy, F1 and AUC beside the majority class, exported with its
+cross-entropy, scored on accuracy and macro-F1 (and AUC where binary) beside the majority class, exported with its
 softmax, validated at batch 1 and 64. Its torch-free half is classifier_spec.py."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.files import file_digest
+from pipeline.files import file_digest, read_json, save_png
 from pipeline.training.flops import classifier_train_flops
 from pipeline.kinds import classifier_spec
 from pipeline.kinds.base import BatchKind
 from pipeline.latency import LATENCY_SEQUENCE
 from pipeline.nets.classifier import SequenceClassifier
-from pipeline.training.plots import write_csv
+from pipeline.training.plots import pyplot, read_csv, write_csv
 from pipeline.schema import ConfigError
 
 
@@ -34,13 +34,21 @@ class WithProbabilities(nn.Module):
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 (every class weighs the same) for any number of classes; the
+    positive class's F1 and the ROC AUC where there are two."""
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
     probabilities = torch.softmax(torch.from_numpy(logits), 1).numpy()
     loss = nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     predicted = probabilities.argmax(1)
-    return {f"{split}/loss": loss, f"{split}/acc": accuracy_score(labels, predicted),
-            f"{split}/f1": f1_score(labels, predicted), f"{split}/auc": roc_auc_score(labels, probabilities[:, 1])}
+    classes = list(range(logits.shape[1]))
+    found = {f"{split}/loss": loss, f"{split}/acc": accuracy_score(labels, predicted),
+             f"{split}/macro_f1": f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)}
+    if len(classes) == 2:
+        found |= {f"{split}/f1": f1_score(labels, predicted, zero_division=0),
+                  f"{split}/auc": roc_auc_score(labels, probabilities[:, 1]) if len(set(labels.tolist())) == 2
+                  else float("nan")}
+    return found
 
 
 def pretrained_vectors(task, args: dict, names: tuple[str, str]) -> torch.Tensor:
@@ -55,11 +63,44 @@ def pretrained_vectors(task, args: dict, names: tuple[str, str]) -> torch.Tensor
     return vectors
 
 
+def confusion_counts(rows: list[dict], labels: list[str]) -> np.ndarray:
+    """[actual, predicted] counts from the rows of a run's confusion plot data (label names)."""
+    index = {label: i for i, label in enumerate(labels)}
+    counts = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for row in rows:
+        counts[index[row["actual"]], index[row["predicted"]]] += 1
+    return counts
+
+
+def confusion_png(runs: dict, labels: list[str], out: Path) -> Path:
+    """Each model's test confusion matrix, side by side: the share of each actual class (rows)
+    predicted as each class (columns), with the counts written in where the classes are few."""
+    plt = pyplot()
+    size = 1.2 + 0.45 * len(labels)
+    fig, axes = plt.subplots(1, len(runs), figsize=(size * len(runs) + 0.6, size + 0.6), squeeze=False)
+    for ax, (model, paths) in zip(axes[0], runs.items()):
+        counts = confusion_counts(read_csv(paths.head_plot), labels)
+        shares = counts / counts.sum(1, keepdims=True).clip(min=1)
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        if len(labels) <= 12:
+            for (i, j), n in np.ndenumerate(counts):
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=8,
+                        color="white" if shares[i, j] > 0.5 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 3 else 0, ha="right"
+                      if len(labels) > 3 else "center")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_title(model.upper())
+    axes[0][0].set_ylabel("actual")
+    fig.tight_layout()
+    return save_png(fig, out)
+
+
 class Classifier(BatchKind):
     spec = classifier_spec
     model_class = SequenceClassifier
     training_only = frozenset({"pretrained_embeddings"})
-    quality = ("test/acc", "test/f1", "test/auc")
+    quality = ("test/acc", "test/macro_f1", "test/auc")   # AUC where binary
     floor = "majority class"
     step_unit = "valid tokens"
 
@@ -67,7 +108,7 @@ class Classifier(BatchKind):
         return {"vocab_size": meta["vocab_size"], "num_classes": len(meta["labels"]), "pad_id": meta["pad_id"]}
 
     def init_weights(self, model, settings, task, args, names):
-        if settings.pretrained_embeddings:
+        if settings.pretrained_embeddings and getattr(task, "embeddings", None) is not None:   # where embed ran
             model.embedding.weight.data.copy_(pretrained_vectors(task, args, names))
 
     def loss(self):
@@ -131,6 +172,14 @@ class Classifier(BatchKind):
 
     def onnx_metric(self, outputs, targets):
         return float((outputs.argmax(1) == targets).sum()), len(targets)
+
+    # ---- the report -----------------------------------------------------------------------------
+
+    def report_sections(self, task_name, task, runs, out_dir):
+        rows = read_csv(next(iter(runs.values())).head_plot)
+        labels = read_json(task.paths.card).get("labels") or sorted({r["actual"] for r in rows})
+        figure = confusion_png(runs, labels, out_dir / f"{task_name}-confusion.png")
+        return [f"![{task_name} confusion matrices on test]({figure.name})"], [figure]
 
 
 KIND = Classifier()

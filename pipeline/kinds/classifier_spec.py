@@ -82,7 +82,7 @@ def context(meta: dict, tokenizer: str | None = None):
 
     text = Path(tokenizer).read_text(encoding="utf-8") if tokenizer else meta.get("tokenizer_json")
     if text is None:
-        raise PredictError("the model carries no tokenizer; pass --tokenizer data/prepared/imdb/encoded/tokenizer.json")
+        raise PredictError("the model carries no tokenizer; pass --tokenizer data/prepared/<task>/data/tokenizer.json")
     found = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if found != meta.get("tokenizer_sha256"):
         raise PredictError(f"tokenizer sha256 {found} differs from the model's {meta.get('tokenizer_sha256')}: "

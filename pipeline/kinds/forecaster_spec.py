@@ -121,7 +121,7 @@ def answer(session, meta: dict, window, context=None) -> dict:
 
 def request_material(task) -> dict:
     """The last 2 x lookback rows of the task's CSV, as a `dataframe_split` request's body."""
-    with open(task.paths.raw, newline="", encoding="utf-8") as handle:
+    with open(task.source_file, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header, rows_ = next(reader), list(reader)
     tail = rows_[-2 * task.prepare.lookback:]

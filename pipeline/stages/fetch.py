@@ -1,4 +1,5 @@
-"""Stage `fetch@<task>`: download a task's source file, or copy it from a local mirror.
+"""Stage `fetch@<task>`: download a task's source file(s), or copy them from a local mirror,
+into the task's own raw folder (data/raw/<task>/), each under the last part of its URL.
 
     python -m pipeline.stages.fetch <task>
 
@@ -6,8 +7,8 @@ Offline mode: set RB_OFFLINE_DIR to a folder holding the files (on the reference
 ../shared/data). The stage then takes $RB_OFFLINE_DIR/<source.offline.filename> and verifies
 it against source.offline.checksum, because a mirror may hold a re-pack with its own bytes.
 
-The checksum is always verified. The file is written under a temporary name and moved into
-place only once it matches, so a failed or partial transfer never becomes the output.
+The checksum is always verified. The folder is written under a temporary name and moved into
+place only once every file matches, so a failed or partial transfer never becomes the output.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from tqdm import tqdm
 
 from pipeline.config import ConfigError, load_task, stage_args
 from pipeline.schema import SourceConfig
-from pipeline.files import atomic_path, file_digest
+from pipeline.files import atomic_dir, atomic_path, file_digest
+from pipeline.layout import source_name
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +156,19 @@ def fetch(location: Location, target: str | Path) -> Path:
     return target
 
 
+def fetch_sources(sources: list[SourceConfig], raw_dir: str | Path, offline_dir: str | None) -> list[Path]:
+    """Every source into `raw_dir` (replaced whole, only once all of them are fetched and verified)."""
+    with atomic_dir(raw_dir) as tmp:
+        for source in sources:
+            fetch(resolve_location(source, offline_dir), tmp / source_name(source.url))
+    return [Path(raw_dir) / source_name(source.url) for source in sources]
+
+
 def main(argv: list[str] | None = None) -> int:
     (name,) = stage_args("pipeline.stages.fetch", ["task"], argv)
     try:
         _, task = load_task(name)
-        fetch(resolve_location(task.source, os.environ.get(OFFLINE_ENV)), task.paths.raw)
+        fetch_sources(task.sources(), task.paths.raw, os.environ.get(OFFLINE_ENV))
     except (ConfigError, FetchError) as exc:
         print(f"fetch@{name}: {exc}", file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ the resume checkpoint), `run_epochs` is the loop, `evaluate_best` the final test
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -165,7 +166,8 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Traini
 
     tracker = open_tracker(config.tracking, task_name, model_name, progress.run_id) if ranks.is_main else NullTracker()
     if resume is None:
-        start_tracking(tracker, config, task_name, model_name, stage, device, ranks.world_size, data.digest)
+        start_tracking(tracker, config, task_name, model_name, stage, device, ranks.world_size, data.digest,
+                       data.meta)
     log.info("training %s on %s%s: %d parameters, %d epochs", paths.name, device,
              f" x {ranks.world_size} processes" if ranks.world_size > 1 else "", count_parameters(model),
              task.train.epochs)
@@ -176,8 +178,8 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Traini
 
 
 def start_tracking(tracker, config: Config, task_name: str, model_name: str, stage: str, device: torch.device,
-                   world_size: int, data_digest: str) -> None:
-    """A new MLflow run's parameters, tags and datasets."""
+                   world_size: int, data_digest: str, meta: dict) -> None:
+    """A new MLflow run's parameters, tags and datasets (a classifier's label names among the tags)."""
     task = config.task[task_name]
     # Keys without the task or model name (model.cell, model.forecaster.hidden_size, ...), so
     # that the runs of every cell line up column for column in MLflow's compare views; train.lr
@@ -187,7 +189,7 @@ def start_tracking(tracker, config: Config, task_name: str, model_name: str, sta
                   "train": {**config.train.model_dump(), "lr": learning_rate(config, task)}, "seed": config.seed}
     tracker.log_params(flatten(run_config))
     tracker.set_tags({**run_tags(stage), "device": device.type, "host": host_kind(device), "cudnn": str(torch.backends.cudnn.version()),
-                      "world_size": str(world_size)})
+                      "world_size": str(world_size), **({"labels": json.dumps(meta["labels"])} if "labels" in meta else {})})
     for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
         tracker.log_dataset(f"{task_name}-{split}", f"{task.paths.prepared}/{split}.npz", data_digest, context)
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 import pandas as pd
 
 from pipeline.data.timeseries_settings import TimeseriesPrepare
-from pipeline.data import SplitData
+from pipeline.data import SplitData, single_file
 from pipeline.files import atomic_dir, file_digest, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,10 @@ def sliding_windows(series: np.ndarray, lookback: int, horizon: int) -> tuple[np
 # ---- the stage ------------------------------------------------------------------------
 
 
-def prepare(csv_path: str | Path, settings: TimeseriesPrepare, out_dir: str | Path) -> dict:
-    """Check, split, scale (train-only statistics) and save; returns the data card."""
+def prepare(raw: str | Path, settings: TimeseriesPrepare, out_dir: str | Path) -> dict:
+    """Check, split, scale (train-only statistics) and save; returns the data card. `raw`: the
+    CSV, or the task's raw folder holding it."""
+    csv_path = single_file(raw)
     series = read_series(csv_path, settings)
     bounds = split_bounds(len(series.values), settings, csv_path)
     train_start, train_end = bounds["train"]

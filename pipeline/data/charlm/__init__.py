@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.charlm_settings import CharLmPrepare
-from pipeline.data import SplitData
+from pipeline.data import SplitData, single_file
 from pipeline.files import atomic_dir, file_digest, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,10 @@ def encode(text: str, vocab: list[str]) -> np.ndarray:
     return np.fromiter((lookup[c] for c in text), dtype=dtype, count=len(text))
 
 
-def prepare(path: str | Path, settings: CharLmPrepare, out_dir: str | Path) -> dict:
-    """Split, fit the vocabulary on train, encode; write {split}.npy and meta.json. Returns the data card."""
+def prepare(raw: str | Path, settings: CharLmPrepare, out_dir: str | Path) -> dict:
+    """Split, fit the vocabulary on train, encode; write {split}.npy and meta.json. Returns the data
+    card. `raw`: the text file, or the task's raw folder holding it."""
+    path = single_file(raw)
     text = read_text(path)
     splits = split_text(text, settings)
     short = [name for name, part in splits.items() if len(part) < 2]
