@@ -218,11 +218,11 @@ def read_table(data: bytes, where: str, read: TextRead, labelled: bool) -> Texts
             if not isinstance(record, dict):
                 raise TextsError(f"{where} line {number}: found {type(record).__name__}; expected an object")
             records.append((number, record))
-        missing = [(n, key) for n, r in records for key in ([read.text] + ([read.label] if labelled else [])) if key not in r]
-        if missing:
-            number, key = missing[0]
-            found = sorted(records[[n for n, _ in records].index(number)][1])
-            raise TextsError(f"{where} line {number}: no field {key!r}; the fields are {found}")
+        keys = [read.text] + ([read.label] if labelled else [])
+        for number, record in records:
+            missing = [key for key in keys if key not in record]
+            if missing:
+                raise TextsError(f"{where} line {number}: no field {missing[0]!r}; the fields are {sorted(record)}")
         out = Texts()
         for number, record in records:
             out.texts.append(record[read.text])
