@@ -106,10 +106,14 @@ class ParityGates(Section):
 
 class Int8Rule(Section):
     """The INT8 model's test metric against the fp32 ONNX model's: the change, absolute or
-    relative to the fp32 figure, at most `limit`."""
+    relative to the fp32 figure, at most `limit`. With `noise_z` (a head whose metric counts
+    predictions: accuracy), a change that the test set cannot tell from chance passes too:
+    within noise_z standard errors of the paired difference, sqrt(predictions that differ) / n
+    (McNemar's), so that a small test set does not fail on two or three flipped predictions."""
 
     change: Literal["absolute", "relative"]
     limit: float = Field(gt=0)
+    noise_z: float | None = Field(None, gt=0)
 
 
 class Gates(Section):

@@ -117,13 +117,13 @@ def test_a_bidirectional_two_layer_classifier_quantises_both_directions_of_every
 # ---- the gate ---------------------------------------------------------------------------------
 
 
-RULES = {head: (rule.change, rule.limit) for head, rule in
-         load_config(REPO_ROOT / "params.yaml").export.gates.int8.items()}   # export.gates.int8
+RULES = load_config(REPO_ROOT / "params.yaml").export.gates.int8   # export.gates.int8
 
 
 def test_every_task_metric_has_an_int8_gate_and_accuracy_is_absolute_while_mse_and_loss_are_relative():
     assert set(RULES) == set(SETTINGS)
-    assert RULES == {"classifier": ("absolute", 0.003), "forecaster": ("relative", 0.01), "generator": ("relative", 0.01)}
+    assert {head: (rule.change, rule.limit) for head, rule in RULES.items()} == {
+        "classifier": ("absolute", 0.003), "forecaster": ("relative", 0.01), "generator": ("relative", 0.01)}
     assert int8_gate(0.8725, 0.8750, RULES["classifier"])["int8_metric_change"] == pytest.approx(0.0025)
     assert int8_gate(0.404, 0.400, RULES["forecaster"])["int8_metric_change"] == pytest.approx(0.01)
     assert int8_gate(1.50, 1.52, RULES["generator"]) == {"int8_metric": 1.50, "int8_metric_change": pytest.approx(0.02 / 1.52),
@@ -153,6 +153,26 @@ def test_the_int8_gate_fails_when_the_test_metric_moves_more_than_its_limit_eith
     assert bool(problems) is fails
     if fails:
         assert "INT8" in problems[0] and "fp32 ONNX" in problems[0] and "0.003" in problems[0]
+
+
+@pytest.mark.parametrize("n, differ, int8_metric, fails", [
+    (500, 4, 0.869, False),       # 0.006 on 500 texts: 3 net flips of 4, within 1.96 sqrt(4) / 500 = 0.0078
+    (500, 4, 0.867, True),        # 0.008: beyond both
+    (25000, 100, 0.871, True),    # IMDB's size: 1.96 sqrt(100) / 25000 = 0.0008, so the 0.003 limit holds
+    (25000, 100, 0.8725, False),
+])
+def test_a_change_the_test_set_cannot_tell_from_chance_passes_and_a_large_test_set_keeps_the_limit(
+        n, differ, int8_metric, fails):
+    from pipeline.kinds.registry import kind_of
+
+    fp32 = np.zeros((n, 2), np.float32)
+    int8 = fp32.copy()
+    int8[:differ, 1] = 1.0   # argmax moves from class 0 to class 1 on `differ` texts
+    noise = kind_of("classifier").paired_noise([(fp32, None)], [(int8, None)])
+    assert noise == pytest.approx(np.sqrt(differ) / n)
+    record = int8_gate(int8_metric, 0.875, RULES["classifier"], noise)
+    assert record["int8_metric_change_limit"] == pytest.approx(max(0.003, 1.96 * noise))
+    assert bool(gate_problems("CPUExecutionProvider", fp32_result(**record))) is fails
 
 
 def test_no_int8_entries_means_no_int8_gate():

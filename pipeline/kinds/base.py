@@ -28,13 +28,18 @@ def predictions(model: nn.Module, loader, device: torch.device) -> tuple[np.ndar
     return torch.cat(outputs).numpy(), torch.cat(targets).numpy()
 
 
-def int8_gate(int8_metric: float, fp32_metric: float, rule: tuple[str, float]) -> dict:
+def int8_gate(int8_metric: float, fp32_metric: float, rule, noise: float | None = None) -> dict:
     """The INT8 model's test metric against the fp32 ONNX model's, under `rule` (change:
-    absolute | relative, limit; export.gates.int8.<head>); the difference is taken both ways."""
-    change_kind, limit = rule
-    change = abs(int8_metric - fp32_metric) / (abs(fp32_metric) if change_kind == "relative" else 1.0)
-    return {"int8_metric": int8_metric, "int8_metric_change": change, "int8_metric_change_limit": limit,
-            "int8_gate": change_kind}
+    absolute | relative, limit, noise_z; export.gates.int8.<head>); the difference is taken both
+    ways. `noise`: the standard error of that difference where the head measures it (the
+    classifier's paired one); with the rule's noise_z, the limit is at least noise_z of it."""
+    change = abs(int8_metric - fp32_metric) / (abs(fp32_metric) if rule.change == "relative" else 1.0)
+    record = {"int8_metric": int8_metric, "int8_metric_change": change, "int8_metric_change_limit": rule.limit,
+              "int8_gate": rule.change}
+    if noise is not None and rule.noise_z is not None:
+        record["int8_metric_noise"] = noise
+        record["int8_metric_change_limit"] = max(rule.limit, rule.noise_z * noise)
+    return record
 
 
 class Kind:
@@ -141,7 +146,7 @@ class Kind:
         `parity` record of pipeline/parity.py), the test metric on ONNX (`onnx_metric`), latency."""
         raise NotImplementedError
 
-    def int8_checks(self, sessions: dict, trained, task, loader, fp32: dict, rule: tuple[str, float]) -> dict:
+    def int8_checks(self, sessions: dict, trained, task, loader, fp32: dict, rule) -> dict:
         """The INT8 model: its latency, speed-ups and the test-metric gate (`int8_gate` under `rule`)."""
         raise NotImplementedError
 
@@ -189,20 +194,36 @@ class BatchKind(Kind):
         """(sum, count) of the task metric over one test batch of the graph's first output."""
         raise NotImplementedError
 
-    def onnx_test_metric(self, session, loader) -> float:
-        """The task metric of the ONNX model over the whole test set."""
+    def onnx_test_outputs(self, session, loader) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(the graph's first output, targets) of each test batch."""
         name = session.get_inputs()[0].name
+        return [(session.run(None, {name: inputs.numpy()})[0], target.numpy()) for inputs, target in loader]
+
+    def test_metric(self, batches: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        """The task metric over the test batches (summed batch by batch)."""
         total = count = 0.0
-        for inputs, target in loader:
-            part, n = self.onnx_metric(session.run(None, {name: inputs.numpy()})[0], target.numpy())
+        for outputs, targets in batches:
+            part, n = self.onnx_metric(outputs, targets)
             total, count = total + part, count + n
         return total / count
 
+    def onnx_test_metric(self, session, loader) -> float:
+        """The task metric of the ONNX model over the whole test set."""
+        return self.test_metric(self.onnx_test_outputs(session, loader))
+
+    def paired_noise(self, fp32_batches: list, int8_batches: list) -> float | None:
+        """The standard error of the test metric's difference between two models scored on the
+        same test set, where the head knows it (the classifier); None: the limit alone gates."""
+        return None
+
     def onnx_checks(self, sessions, model, trained, task, loader, device, gates) -> dict:
+        """The fp32 record; `_test_outputs` (the graph's test outputs, for the INT8 gate) is
+        dropped before the record is written."""
         args, meta, bulk = trained.model_args["args"], trained.meta, sessions["throughput"]
         parity = self.parity(bulk, model, self.parity_inputs(args, meta), device, gates.outputs)
+        batches = self.onnx_test_outputs(bulk, loader)
         return {"max_abs_diff": parity.max_abs_diff, **parity.record("parity", gates.outputs),
-                "onnx_metric": self.onnx_test_metric(bulk, loader),
+                "onnx_metric": self.test_metric(batches), "_test_outputs": batches,
                 **latency_report(sessions, model, self, args, meta, device)}
 
     def int8_checks(self, sessions, trained, task, loader, fp32, rule) -> dict:
@@ -214,5 +235,7 @@ class BatchKind(Kind):
             ms = ours[f"latency_ms_b{b}_p50"]
             speedups.update({f"speedup_vs_torch_b{b}": fp32[f"torch_latency_ms_b{b}_p50"] / ms,
                              f"speedup_vs_fp32_b{b}": fp32[f"latency_ms_b{b}_p50"] / ms})
+        batches = self.onnx_test_outputs(sessions["throughput"], loader)
+        noise = self.paired_noise(fp32["_test_outputs"], batches)
         return ({f"int8_{k}": v for k, v in {**ours, **speedups}.items()}
-                | int8_gate(self.onnx_test_metric(sessions["throughput"], loader), fp32["onnx_metric"], rule))
+                | int8_gate(self.test_metric(batches), fp32["onnx_metric"], rule, noise))

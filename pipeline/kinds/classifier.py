@@ -173,6 +173,12 @@ class Classifier(BatchKind):
     def onnx_metric(self, outputs, targets):
         return float((outputs.argmax(1) == targets).sum()), len(targets)
 
+    def paired_noise(self, fp32_batches, int8_batches):
+        """McNemar's: accuracy's difference between two models on the same texts has the standard
+        error sqrt(texts they classify differently) / n under no real difference."""
+        ours, theirs = (np.concatenate([o.argmax(1) for o, _ in b]) for b in (fp32_batches, int8_batches))
+        return float(np.sqrt((ours != theirs).sum()) / len(ours))
+
     # ---- the report -----------------------------------------------------------------------------
 
     def report_sections(self, task_name, task, runs, out_dir):

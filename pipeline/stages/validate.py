@@ -66,8 +66,8 @@ def validate_provider(key: str, trained: TrainedRun, task, loader, torch_metric:
             checks["int8_status"] = f"unavailable: {reason}"
         else:
             checks["int8_bytes"] = int8_path.stat().st_size
-            rule = gates.int8[trained.head]
-            checks.update(kind.int8_checks(int8_sessions, trained, task, loader, checks, (rule.change, rule.limit)))
+            checks.update(kind.int8_checks(int8_sessions, trained, task, loader, checks, gates.int8[trained.head]))
+    checks = {k: v for k, v in checks.items() if not k.startswith("_")}   # working values, not figures
     result = {"status": "ok", "provider": provider, "gates": f"export.gates.{key}", "torch_device": device.type,
               "torch_metric": torch_metric, "metric_delta": abs(checks["onnx_metric"] - torch_metric),
               "metric_rtol": gates.metric_rtol, "metric_limit": gates.metric_rtol * abs(torch_metric), **checks}
