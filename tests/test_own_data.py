@@ -39,9 +39,6 @@ def write_task(repo, data, name: str, fmt: str, embeddings: bool) -> None:
     (repo / "conf/task" / f"{name}.yaml").write_text(yaml.safe_dump(task))
 
 
-# Slow for now: about 2 minutes of 13 stages, which took the default run past its 10 minutes
-# (678 s with it). To come back once it is cheaper.
-@pytest.mark.slow
 def test_labelled_texts_in_two_formats_run_end_to_end_through_conf_alone(pipeline_copy, tmp_path):
     repo, mirror, env = pipeline_copy
     data = tmp_path / "users-data"
@@ -102,3 +99,5 @@ def test_every_task_file_of_the_own_data_page_composes_and_validates(tmp_path):
         (conf / "task" / f"{name}.yaml").write_text(body, encoding="utf-8")
         config = validate(compose([f"+task@task.{name}={name}"], conf))
         assert str(config.task[name].paths.raw) == f"data/raw/{name}"   # its own, from its name
+        if config.task[name].data == "texts":   # no train section: the short-text recipe
+            assert (config.task[name].train.epochs, config.task[name].train.batch_size) == (10, 32)

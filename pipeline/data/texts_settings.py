@@ -90,9 +90,20 @@ class EmbeddingsConfig(Section):
     seed: int = Field(ge=0)
 
 
+class TextsTrain(TaskTrain):
+    """Defaults chosen on short-text proxies (docs/own-data.md, "How the defaults were chosen"):
+    a few thousand sentences need the optimiser steps of ten epochs at batch 32 (five epochs, or
+    batch 64, scored lower on validation); early stopping (train.patience) and the best epoch on
+    validation keep a larger corpus from paying for all ten."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    eval_batch_size: PositiveInt = 256
+
+
 class Task(TaskBase):
     data: Literal[NAME]
     prepare: TextsPrepare
     embeddings: EmbeddingsConfig | None = None   # none: no embed stage for this task
-    train: TaskTrain
+    train: TextsTrain = TextsTrain()
     head: str = classifier_settings.NAME
