@@ -1,0 +1,130 @@
+"""The champions in the browser: `python -m pipeline.deploy.web build` then `serve` on the tiny
+pipeline, and headless Chromium drives each task's panel as a reader would. Each answer is
+pipeline.deploy.predict's on the same model file: the label and the probabilities, the forecast
+(within the CPU parity gate), the generated text for a seed (the same characters)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from pipeline.config import load_config
+from pipeline.deploy.web import ISOLATION, server
+from pipeline.parity import scaled_error
+from tests.conftest import REPO_ROOT, run_in
+
+NODE = shutil.which("node")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(NODE is None or CHROMIUM is None,
+                                reason=f"needs Node.js and Chromium on PATH (node: {NODE}, chromium: {CHROMIUM})")
+
+REVIEW = "An honest, moving film; the acting was superb, though the ending dragged."
+PROMPT, SEED, CHARS = "ROMEO:", 3, 40
+
+
+@pytest.fixture(scope="module")
+def site(pipeline_repo, tmp_path_factory):
+    """(repo, site folder, site.json, base URL): the site built from the tiny pipeline and served."""
+    repo, *_ = pipeline_repo
+    out = tmp_path_factory.mktemp("web") / "site"
+    run_in(repo, sys.executable, "-m", "pipeline.deploy.web", "build", "--out", str(out), "--web", str(REPO_ROOT / "web"),
+           timeout=600)
+    httpd = server(out, 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield repo, out, json.loads((out / "site.json").read_text()), f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+def drive(url: str, plan: list[dict], tmp_path) -> dict:
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    result = subprocess.run([NODE, str(REPO_ROOT / "web/drive.mjs"), "--url", url, "--chromium", CHROMIUM,
+                             "--plan", str(tmp_path / "plan.json")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def predict(repo, model, *args) -> dict:
+    return json.loads(run_in(repo, sys.executable, "-m", "pipeline.deploy.predict", str(model), "--provider", "cpu",
+                             *args).stdout)
+
+
+def test_the_site_holds_each_tasks_champion_and_onnxruntime_web_from_the_pinned_package(site):
+    repo, out, built, _ = site
+    config = load_config(repo / "params.yaml")
+    assert [t["name"] for t in built["tasks"]] == list(config.task)
+    lock = json.loads((REPO_ROOT / "web/package-lock.json").read_text())
+    assert built["onnxruntime_web"] == lock["packages"]["node_modules/onnxruntime-web"]["version"]
+    for task in built["tasks"]:
+        assert (out / task["name"] / "model.onnx").stat().st_size == task["bytes"]
+        assert task["validation"] and all(k.startswith("best/val/") for k in task["validation"])
+        assert task["meta"]["task"] == task["name"]
+    assert not any("http" in line and "cdn" in line for line in (out / "app.mjs").read_text().splitlines())
+
+
+def test_the_server_sends_the_isolation_headers_and_module_types(site):
+    import urllib.request
+
+    *_, url = site
+    for path, kind in (("app.mjs", "text/javascript"), ("ort/ort-wasm-simd-threaded.wasm", "application/wasm")):
+        with urllib.request.urlopen(url + path) as response:
+            assert response.headers["Content-Type"] == kind
+            assert all(response.headers[k] == v for k, v in ISOLATION.items())
+
+
+def test_each_panel_in_chromium_answers_what_predict_answers(site, tmp_path):
+    repo, out, built, url = site
+    kinds = {t["kind"]: t for t in built["tasks"]}
+    gates = load_config(repo / "params.yaml").export.gates.cpu.outputs
+    plan = []
+    for task in built["tasks"]:
+        if task["kind"] == "classifier":
+            plan.append({"task": task["name"], "fields": {"input": REVIEW}})
+        elif task["kind"] == "forecaster":
+            plan.append({"task": task["name"], "fields": {"file": str(out / task["name"] / task["sample"])}})
+        else:
+            plan.append({"task": task["name"], "fields": {"input": PROMPT, "max-chars": CHARS, "temperature": 0.8,
+                                                          "seed": SEED, "top-k": ""}})
+    page = drive(url, plan, tmp_path)
+    assert page["ready"] == "true", page
+    assert page["crossOriginIsolated"] is True
+    answers = {r["task"]: r["result"] for r in page["results"]}
+    assert set(answers) == {t["name"] for t in built["tasks"]} and not any("error" in a for a in answers.values()), answers
+
+    classifier = kinds["classifier"]
+    ours = answers[classifier["name"]]
+    theirs = predict(repo, out / classifier["name"] / "model.onnx", "--text", REVIEW)["predictions"][0]
+    assert ours["label"] == theirs["label"]
+    labels = list(theirs["probabilities"])
+    assert scaled_error(np.array([ours["probabilities"][k] for k in labels]), np.array(list(theirs["probabilities"].values())),
+                        gates.rtol, gates.atol) <= 1
+
+    forecaster = kinds["forecaster"]
+    ours = answers[forecaster["name"]]
+    theirs = predict(repo, out / forecaster["name"] / "model.onnx", "--csv",
+                     str(out / forecaster["name"] / forecaster["sample"]))["predictions"]
+    columns = theirs["columns"]
+    assert ours["after"] == theirs["after"] and len(ours["forecast"]) == theirs["horizon"]
+    assert scaled_error(np.array([[s[c] for c in columns] for s in ours["forecast"]]),
+                        np.array([[s[c] for c in columns] for s in theirs["forecast"]]), gates.rtol, gates.atol) <= 1
+
+    generator = kinds["generator"]
+    ours = answers[generator["name"]]
+    theirs = predict(repo, out / generator["name"] / "model.onnx", "--prompt", PROMPT, "--max-chars", str(CHARS),
+                     "--temperature", "0.8", "--seed", str(SEED))["predictions"]
+    assert ours["text"] == theirs["text"] and len(ours["text"]) == CHARS
+
+
+def test_a_bad_csv_is_refused_in_the_page_with_predicts_message(site, tmp_path):
+    repo, out, built, url = site
+    forecaster = next(t for t in built["tasks"] if t["kind"] == "forecaster")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,nothing\n2020-01-01,1\n")
+    page = drive(url, [{"task": forecaster["name"], "fields": {"file": str(bad)}}], tmp_path)
+    error = page["results"][0]["result"]["error"]
+    assert "column(s)" in error and "not found" in error and "nothing" in error
