@@ -13,6 +13,7 @@
 (c3) unrolled  a segmented forecaster's encoder exported as T explicit steps of MatMuls (time
                axis fixed) against the exported fused LSTM/GRU node: onnxruntime CPU latency,
                speed-up over PyTorch and GFLOP/s at batch 1 and 64, beside the matmul peak
+(c4) train-profile  where a training step's time goes (torch.profiler): phases, aten ops, padding
 (d) export     seconds of torch.onnx.export per model
 (e) prepare    IMDB prepare throughput (reviews/s), ETTh1 rows/s
 (f) repro      `dvc repro` wall time: full (a fresh clone of HEAD, empty cache) and no-op (all up
@@ -43,7 +44,8 @@ import torch
 
 from benchmarks import sections
 from benchmarks.common import host_info
-from benchmarks.sections import export, onnx, peephole, prepare, profile, repro, roofline, serve, train, unrolled
+from benchmarks.sections import (export, onnx, peephole, prepare, profile, repro, roofline, serve, train,
+                                 train_profile, unrolled)
 from pipeline.config import Config, load_config
 from pipeline.training.distributed import pick_device
 from pipeline.files import read_json, write_json_atomic, write_text_atomic
@@ -155,6 +157,7 @@ def run(args: argparse.Namespace) -> dict:
                                                           args.matmul_size),
                              "models": each_model(unrolled.measure, args.repeats, timing_runs,
                                                   heads=(FORECASTER,))},
+        "train-profile": lambda: each_model(train_profile.measure, device, args.batches, heads=batch_heads),
         "export": lambda: each_model(export.measure, args.repeats),
         "prepare": lambda: prepare.measure(config, tasks, args.repeats),
         "repro-full": lambda: repro.measure_full(args.repro_repeats),

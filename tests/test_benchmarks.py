@@ -78,7 +78,7 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
     from pipeline.latency import REPEATS
 
     out = tmp_path / "results"
-    sections = "train,peephole,roofline,onnx,profile,unrolled,export,prepare,repro-noop"
+    sections = "train,peephole,roofline,onnx,profile,unrolled,train-profile,export,prepare,repro-noop"
     result = run_in(bench_repo, sys.executable, "-m", "benchmarks.run", "--repeats", "2", "--batches", "2",
                     "--matmul-size", "128", "--only", sections, "--out", str(out), *size)
     (json_file,) = out.glob("*.json")
@@ -95,8 +95,12 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
         assert stat["n"] == n == len(stat["values"]) and stat["min"] <= stat["median"] <= stat["max"], stat
         assert stat["median"] == pytest.approx(float(np.median(stat["values"])))
 
-    for section in ("train", "onnx", "profile"):
+    for section in ("train", "onnx", "profile", "train-profile"):
         assert sorted(results[section]) == sorted(measured), section   # --runs, nothing more
+    for name, step in results["train-profile"].items():   # every phase timed, the shares of one step
+        assert set(step["phases"]) == {"forward", "loss", "backward", "clip", "optimizer"}, name
+        assert sum(p["share"] for p in step["phases"].values()) == pytest.approx(1.0) and step["top_ops"]
+        assert (step["padding_share"] > 0) is (config.runs[name].head == "classifier")   # right-padded texts only
     assert sorted(results["unrolled"]["models"]) == [n for n in sorted(measured) if config.runs[n].head == "forecaster"]
     assert sorted(results["export"]) == sorted(chosen)                 # a generator exports too
     assert sorted(results["peephole"]) == sorted({config.runs[n].task for n in measured})   # tasks with targets
