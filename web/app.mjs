@@ -173,9 +173,11 @@ function forecasterPanel(task, model) {
   const target = task.target ?? JSON.parse(task.meta.targets).at(-1);
   const file = element("input", { type: "file", accept: ".csv,text/csv", id: `${task.name}-file` });
   const note = element("span", { class: "about" }, ` or the bundled sample (${task.sample})`);
-  let text = null, source = task.sample;
-  file.addEventListener("change", async () => { text = await file.files[0].text(); source = file.files[0].name; });
-  return panel(task, model, [file, note], async () => forecast(model, text ?? await (await fetch(`${task.name}/${task.sample}`)).text(), source),
+  const read = async () => {   // the file chosen when the button is clicked, else the sample
+    const chosen = file.files[0];
+    return chosen ? [await chosen.text(), chosen.name] : [await (await fetch(`${task.name}/${task.sample}`)).text(), task.sample];
+  };
+  return panel(task, model, [file, note], async () => forecast(model, ...(await read())),
     (r) => [plot(r, target), element("div", {}, `${target}, the next ${r.horizon} steps after ${r.after}: ` +
       r.forecast.map((s) => s[target].toFixed(3)).join(", "))]);
 }
@@ -201,10 +203,8 @@ async function main() {
   try {
     const site = await (await fetch("site.json")).json();
     for (const task of site.tasks) {
-      const started = performance.now();
       const session = await ort.InferenceSession.create(`${task.name}/${task.model}`, { executionProviders: ["wasm"] });
       const model = { session, meta: task.meta, tokenizer: task.meta.tokenizer_json ? loadTokenizer(JSON.parse(task.meta.tokenizer_json)) : null };
-      task.sessionMs = performance.now() - started;
       document.getElementById("panels").append(PANELS[task.kind](task, model));
     }
     status.textContent = `ready: ${site.tasks.length} models, onnxruntime-web ${site.onnxruntime_web}, ${ort.env.wasm.numThreads} thread(s).`;

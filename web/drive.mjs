@@ -33,8 +33,7 @@ try {
       const selector = `#${step.task}-${field}`;
       if (field === "file") {
         const input = await page.$(selector);
-        await input.uploadFile(value);
-        await page.evaluate((s) => new Promise((resolve) => setTimeout(resolve, 200)), selector);
+        await input.uploadFile(value);   // the panel reads it when its button is clicked
       } else {
         await page.$eval(selector, (node, v) => { node.value = v; }, String(value));
       }
