@@ -21,6 +21,9 @@
 (g) serve      each task's champion behind `mlflow models serve` on 127.0.0.1: throughput and p50 /
                p95 / p99 under a bounded load from concurrent clients, and every over-limit or
                malformed request sent during it refused with its 4xx (benchmarks/serving_load.py)
+(h) browser    each task's champion in headless Chromium on onnxruntime-web (the site of
+               `python -m pipeline.deploy.web build`) against Python onnxruntime, same model file,
+               same input: ms per answer and to create the session
 
 Every figure is the median of --repeats runs, with min and max (and the runs' values). Sections
 run in the order above, each a module of benchmarks/sections/ that measures it and writes its
@@ -44,7 +47,7 @@ import torch
 
 from benchmarks import sections
 from benchmarks.common import host_info
-from benchmarks.sections import (export, onnx, peephole, prepare, profile, repro, roofline, serve, train,
+from benchmarks.sections import (browser, export, onnx, peephole, prepare, profile, repro, roofline, serve, train,
                                  train_profile, unrolled)
 from pipeline.config import Config, load_config
 from pipeline.training.distributed import pick_device
@@ -163,6 +166,7 @@ def run(args: argparse.Namespace) -> dict:
         "repro-full": lambda: repro.measure_full(args.repro_repeats),
         "repro-noop": lambda: repro.measure_noop(args.repeats),
         "serve": lambda: serve.measure(config, tasks, args.serve_requests, args.serve_clients),
+        "browser": lambda: browser.measure(config, args.timing_runs or browser.RUNS),
     }
     for section in SECTIONS:  # in the sections' order, whatever the order of --only
         if section in args.only:

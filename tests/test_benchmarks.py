@@ -53,6 +53,7 @@ def bench_repo(pipeline_copy):
     """A copy of the fixture pipeline, all stages up to date, with the benchmarks beside it."""
     repo, *_ = pipeline_copy
     shutil.copytree(REPO_ROOT / "benchmarks", repo / "benchmarks", ignore=shutil.ignore_patterns("results"))
+    (repo / "web").symlink_to(REPO_ROOT / "web")   # the page and its npm package, for (h) browser
     return repo
 
 
@@ -70,6 +71,8 @@ def test_a_target_is_met_when_the_median_of_the_runs_reaches_it(values, target, 
 # Both heads with latency targets (the classifier's LSTM, the forecaster's GRU) at a few timed
 # calls, and the full size (every run, validate's timed calls) under `slow`.
 QUICK = ["--runs", "imdb-lstm,etth1-gru", "--timing-runs", "3"]
+# (h) browser runs where Node.js and Chromium are (the browser tests' condition, tests/test_web.py).
+BROWSER = bool(shutil.which("node") and (shutil.which("chromium") or shutil.which("chromium-browser")))
 
 
 @pytest.mark.parametrize("size", [QUICK, pytest.param([], marks=pytest.mark.slow)], ids=["quick", "full"])
@@ -78,7 +81,8 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
     from pipeline.latency import REPEATS
 
     out = tmp_path / "results"
-    sections = "train,peephole,roofline,onnx,profile,unrolled,train-profile,export,prepare,repro-noop"
+    sections = "train,peephole,roofline,onnx,profile,unrolled,train-profile,export,prepare,repro-noop" + (
+        ",browser" if BROWSER else "")
     result = run_in(bench_repo, sys.executable, "-m", "benchmarks.run", "--repeats", "2", "--batches", "2",
                     "--matmul-size", "128", "--only", sections, "--out", str(out), *size)
     (json_file,) = out.glob("*.json")
@@ -168,6 +172,16 @@ def test_one_command_measures_every_section_with_medians_and_writes_the_table(be
     check(results["repro-noop"]["seconds"])
     noop_row = next(line for line in table.splitlines() if line.startswith("| no-op"))
     assert ("**missed**" in noop_row) is not results["repro-noop"]["target_met"]
+
+    if BROWSER:   # every task's champion, in Chromium and in Python, each timed --timing-runs times
+        from benchmarks.sections.browser import RUNS
+
+        assert list(results["browser"]["tasks"]) == list(config.task) and results["browser"]["page_threads"] >= 1
+        for name, found in results["browser"]["tasks"].items():
+            for side in ("browser", "python"):
+                check(found[side]["ms"], n=3 if size else RUNS)
+                assert found[side]["session_ms"] > 0, (name, side)
+        assert "## (h) The champions in the browser" in table
 
     assert table in result.stdout
     for heading in ("(a) Training throughput", "(a2) Training throughput: the peephole", "(b) Roofline", "(c) onnxruntime",

@@ -93,6 +93,8 @@ def test_each_panel_in_chromium_answers_what_predict_answers(site, tmp_path):
     page = drive(url, plan, tmp_path)
     assert page["ready"] == "true", page
     assert page["crossOriginIsolated"] is True
+    outside = [u for u in page["requests"] if not u.startswith(url) and not u.startswith(("data:", "blob:"))]
+    assert page["requests"] and not outside, outside   # nothing loads from outside the site
     answers = {r["task"]: r["result"] for r in page["results"]}
     assert set(answers) == {t["name"] for t in built["tasks"]} and not any("error" in a for a in answers.values()), answers
 
@@ -120,11 +122,15 @@ def test_each_panel_in_chromium_answers_what_predict_answers(site, tmp_path):
     assert ours["text"] == theirs["text"] and len(ours["text"]) == CHARS
 
 
-def test_a_bad_csv_is_refused_in_the_page_with_predicts_message(site, tmp_path):
+def test_a_bad_csv_and_a_request_over_a_limit_are_refused_in_the_page_with_predicts_messages(site, tmp_path):
     repo, out, built, url = site
-    forecaster = next(t for t in built["tasks"] if t["kind"] == "forecaster")
+    kinds = {t["kind"]: t for t in built["tasks"]}
+    limit = json.loads(kinds["generator"]["meta"]["serve_limits"])["max_generate_chars"]
     bad = tmp_path / "bad.csv"
     bad.write_text("date,nothing\n2020-01-01,1\n")
-    page = drive(url, [{"task": forecaster["name"], "fields": {"file": str(bad)}}], tmp_path)
-    error = page["results"][0]["result"]["error"]
-    assert "column(s)" in error and "not found" in error and "nothing" in error
+    page = drive(url, [{"task": kinds["forecaster"]["name"], "fields": {"file": str(bad)}},
+                       {"task": kinds["generator"]["name"], "fields": {"input": PROMPT, "max-chars": limit + 1}}],
+                 tmp_path)
+    csv_error, over_limit = (r["result"]["error"] for r in page["results"])
+    assert "column(s)" in csv_error and "not found" in csv_error and "nothing" in csv_error
+    assert f"{limit + 1:,}" in over_limit and "serve.limits.max_generate_chars" in over_limit

@@ -17,9 +17,20 @@ const element = (tag, attributes = {}, ...children) => {
   return node;
 };
 
+// The model's request limits (serve.limits, stamped into its metadata at export), checked on
+// sizes alone before any work, as pipeline.deploy.predict checks them (pipeline/deploy/limits.py).
+export function within(meta, setting, found, what) {
+  const limits = meta.serve_limits ? JSON.parse(meta.serve_limits) : null;
+  if (limits && found > limits[setting]) {
+    throw new Error(`${what}: ${found.toLocaleString("en-US")} is over the model's limit of ${limits[setting].toLocaleString("en-US")} (serve.limits.${setting}, stamped in at export)`);
+  }
+}
+
 // ---- the classifier ------------------------------------------------------------------------------
 
 export async function classify(model, text) {
+  within(model.meta, "max_text_chars", [...text].length, "characters in the review");
+  if (!text.trim()) throw new Error("the review is empty; it needs at least one word");
   const ids = model.tokenizer.encode(text);
   const input = new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), [1, ids.length]);
   const out = await model.session.run({ [model.session.inputNames[0]]: input }, ["probabilities"]);
@@ -92,6 +103,8 @@ export async function forecast(model, csvText, source = "the CSV") {
 // ---- the generator: generator_spec.py's generate --------------------------------------------------
 
 export async function generate(model, prompt, { maxChars = 200, temperature = 0.8, seed = 0, topK = null } = {}) {
+  within(model.meta, "max_prompt_chars", [...prompt].length, "characters in the prompt");
+  within(model.meta, "max_generate_chars", maxChars, "characters to generate (max_chars)");
   const vocab = JSON.parse(model.meta.vocab);
   const lookup = new Map(vocab.map((c, i) => [c, i]));
   const chars = Array.from(prompt);
@@ -202,12 +215,17 @@ async function main() {
   const status = document.getElementById("status");
   try {
     const site = await (await fetch("site.json")).json();
+    const sessionMs = {};
     for (const task of site.tasks) {
+      const started = performance.now();
       const session = await ort.InferenceSession.create(`${task.name}/${task.model}`, { executionProviders: ["wasm"] });
+      sessionMs[task.name] = performance.now() - started;   // fetching the model, and creating its session
       const model = { session, meta: task.meta, tokenizer: task.meta.tokenizer_json ? loadTokenizer(JSON.parse(task.meta.tokenizer_json)) : null };
       document.getElementById("panels").append(PANELS[task.kind](task, model));
     }
     status.textContent = `ready: ${site.tasks.length} models, onnxruntime-web ${site.onnxruntime_web}, ${ort.env.wasm.numThreads} thread(s).`;
+    document.body.dataset.sessionMs = JSON.stringify(sessionMs);
+    document.body.dataset.threads = String(ort.env.wasm.numThreads);
     document.body.dataset.ready = "true";
   } catch (error) {
     status.textContent = `failed: ${error.message}`;

@@ -6,7 +6,8 @@
 //
 // plan.json: [{"task": "imdb", "fields": {"input": "A fine film."}, "repeat": 1}, ...]; each field
 // is the id suffix of an input of the task's panel (#<task>-<field>); a "file" field uploads a path.
-// Prints {"ready": ..., "status": ..., "results": [{task, result, ms: [...]}, ...]} as JSON.
+// Prints {"ready", "status", "threads", "sessionMs": {task: ms}, "requests": [url, ...],
+// "results": [{task, result, ms: [...]}, ...]} as JSON.
 import { readFileSync } from "node:fs";
 import puppeteer from "puppeteer-core";
 
@@ -17,10 +18,11 @@ const browser = await puppeteer.launch({
   executablePath: args.chromium, headless: true,
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
 });
-const out = { results: [], console: [] };
+const out = { results: [], console: [], requests: [] };
 try {
   const page = await browser.newPage();
   page.on("console", (message) => out.console.push(message.text()));
+  page.on("request", (request) => out.requests.push(request.url()));   // every fetch, script, worker and wasm
   page.on("pageerror", (error) => out.console.push(`pageerror: ${error.message}`));
   await page.setViewport({ width: 1100, height: 900 });
   await page.goto(args.url, { waitUntil: "load" });
@@ -28,6 +30,8 @@ try {
   out.ready = await page.evaluate(() => document.body.dataset.ready);
   out.status = await page.evaluate(() => document.getElementById("status").textContent);
   out.crossOriginIsolated = await page.evaluate(() => globalThis.crossOriginIsolated);
+  out.threads = await page.evaluate(() => Number(document.body.dataset.threads));
+  out.sessionMs = await page.evaluate(() => JSON.parse(document.body.dataset.sessionMs || "{}"));
   for (const step of out.ready === "true" ? plan : []) {
     for (const [field, value] of Object.entries(step.fields || {})) {
       const selector = `#${step.task}-${field}`;

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from benchmarks.sections import (export, onnx, peephole, prepare, profile, repro, roofline, serve, train,
+from benchmarks.sections import (browser, export, onnx, peephole, prepare, profile, repro, roofline, serve, train,
                                  train_profile, unrolled)
 
 SECTIONS: dict[str, ModuleType] = {
     "train": train, "peephole": peephole, "roofline": roofline, "onnx": onnx, "profile": profile,
     "unrolled": unrolled, "train-profile": train_profile, "export": export, "prepare": prepare,
-    "repro-full": repro, "repro-noop": repro, "serve": serve}
+    "repro-full": repro, "repro-noop": repro, "serve": serve, "browser": browser}
 
 
 def present(results: dict) -> list[ModuleType]:
