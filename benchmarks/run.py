@@ -50,7 +50,7 @@ from benchmarks.common import host_info
 from benchmarks.sections import (browser, export, onnx, peephole, prepare, profile, repro, roofline, serve, train,
                                  train_profile, unrolled)
 from pipeline.config import Config, load_config
-from pipeline.training.distributed import pick_device
+from pipeline.training.distributed import pick_device, set_deterministic
 from pipeline.files import read_json, write_json_atomic, write_text_atomic
 from pipeline.hosts import host_kind
 from pipeline.kinds import SETTINGS
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> dict:
 
     config = load_config()
     device = pick_device(config.train.device)
-    torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
+    set_deterministic(config.train.deterministic)
     runs = chosen_runs(config, args.runs)
     timing_runs = dict(REPEATS) if args.timing_runs is None else {b: args.timing_runs for b in LATENCY_BATCHES}
     results = {"host_kind": host_kind(device), "host": host_info(device), "commit": git_tags()["git.commit"],

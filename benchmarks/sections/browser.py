@@ -41,7 +41,8 @@ def inputs(task: dict, site: Path) -> tuple[dict, dict]:
 
 def python_ms(model: Path, arguments: dict, runs: int) -> dict:
     """pipeline.deploy.predict's steps in-process on the CPU provider: the session's creation, then
-    `runs` answers (after one untimed)."""
+    `runs` answers (after one untimed), each reading its request and answering it, with the session
+    and the tokenizer made once, as in the page."""
     from pipeline.deploy.limits import limits_of
     from pipeline.deploy.predict import open_model, workload_session
     from pipeline.kinds.specs import spec_of
@@ -52,11 +53,11 @@ def python_ms(model: Path, arguments: dict, runs: int) -> dict:
     session, meta = open_model(model, "cpu")
     session_ms = (time.perf_counter() - started) * 1000
     spec = spec_of(meta["head"])
+    context = spec.context(meta, None)   # the tokenizer, read once as the page reads it once
+    session = workload_session(session, model, meta, rows=spec.rows(spec.from_cli(args, meta, limits_of(meta))))
 
     def answer():
-        request = spec.from_cli(args, meta, limits_of(meta))
-        return spec.answer(workload_session(session, model, meta, rows=spec.rows(request)), meta, request,
-                           spec.context(meta, None))
+        return spec.answer(session, meta, spec.from_cli(args, meta, limits_of(meta)), context)
 
     answer()
     times = []

@@ -207,10 +207,6 @@ class BatchKind(Kind):
             total, count = total + part, count + n
         return total / count
 
-    def onnx_test_metric(self, session, loader) -> float:
-        """The task metric of the ONNX model over the whole test set."""
-        return self.test_metric(self.onnx_test_outputs(session, loader))
-
     def paired_noise(self, fp32_batches: list, int8_batches: list) -> float | None:
         """The standard error of the test metric's difference between two models scored on the
         same test set, where the head knows it (the classifier); None: the limit alone gates."""

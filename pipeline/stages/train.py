@@ -43,6 +43,7 @@ from pipeline.training.distributed import (
     from_rank0,
     leave_process_group,
     pick_device,
+    set_deterministic,
     start_distributed,
     summed,
     torchrun_command,
@@ -134,7 +135,7 @@ def setup(config: Config, task_name: str, model_name: str, stage: str) -> Traini
     device = pick_device(config.train.device, ranks.local_rank)
     if ranks.world_size > 1:
         start_distributed(ranks, device)
-    torch.use_deterministic_algorithms(config.train.deterministic, warn_only=True)
+    set_deterministic(config.train.deterministic)
     data = load_task_data(task.data, task.paths.prepared, task.train, config.seed, config.train.num_workers,
                           ranks.rank, ranks.world_size)
     model_args = model_args_for(config, task_name, model_name, data.meta)

@@ -38,6 +38,16 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     return False
 
 
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic kernels (same seed, same metrics on the CPU: train.deterministic), without
+    torch's debugging aid that comes with them, which fills every new tensor with NaN so that a
+    read of memory no kernel wrote shows. That fill was a fifth of an IMDB LSTM training step
+    (oneDNN's workspace, hundreds of MB per layer call, written over in full each time), and no
+    kernel here reads what it did not write: the metrics are the same with and without it."""
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
 @dataclass(frozen=True)
 class Ranks:
     """This process's place in a data-parallel job; the defaults are a single process."""
