@@ -312,6 +312,18 @@ def pipeline_repo(request, tmp_path_factory):
     assert not changed, f"tests changed the shared pipeline repo (a test that writes takes pipeline_copy): {changed}"
 
 
+@pytest.fixture(scope="session")
+def web_package(request, tmp_path_factory):
+    """web/'s npm packages (onnxruntime-web, puppeteer-core), installed once per session from the
+    lockfile where missing: the first xdist worker to get the lock runs `npm ci`, the others wait."""
+    from filelock import FileLock
+
+    from pipeline.deploy.web import onnxruntime_web
+
+    with FileLock(str(shared_root(request.config, tmp_path_factory) / "web.lock")):
+        return onnxruntime_web(REPO_ROOT / "web")
+
+
 @pytest.fixture
 def pipeline_copy(pipeline_repo, tmp_path):
     """(repo, mirror, env): a writable copy of the shared pipeline, every stage up to date."""

@@ -57,6 +57,13 @@ def bench_repo(pipeline_copy):
     return repo
 
 
+@pytest.fixture
+def browser_ready(request):
+    """(h) browser's npm packages installed once for the session (web_package), where it runs."""
+    if BROWSER:
+        request.getfixturevalue("web_package")
+
+
 @pytest.mark.parametrize("values, target, higher_is_better, met", [
     ([0.94, 0.96], 0.95, True, True), ([0.93, 0.96], 0.95, True, False), ([0.5, 2.0, 0.9], 1.0, True, False),
     ([4.0, 6.0], 5.0, False, True), ([4.0, 6.2], 5.0, False, False)])
@@ -76,7 +83,7 @@ BROWSER = bool(shutil.which("node") and (shutil.which("chromium") or shutil.whic
 
 
 @pytest.mark.parametrize("size", [QUICK, pytest.param([], marks=pytest.mark.slow)], ids=["quick", "full"])
-def test_one_command_measures_every_section_with_medians_and_writes_the_table(bench_repo, tmp_path, size):
+def test_one_command_measures_every_section_with_medians_and_writes_the_table(bench_repo, browser_ready, tmp_path, size):
     from pipeline.config import load_config
     from pipeline.latency import REPEATS
 

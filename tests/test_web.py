@@ -29,7 +29,7 @@ PROMPT, SEED, CHARS = "ROMEO:", 3, 40
 
 
 @pytest.fixture(scope="module")
-def site(pipeline_repo, tmp_path_factory):
+def site(pipeline_repo, web_package, tmp_path_factory):
     """(repo, site folder, site.json, base URL): the site built from the tiny pipeline and served."""
     repo, *_ = pipeline_repo
     out = tmp_path_factory.mktemp("web") / "site"

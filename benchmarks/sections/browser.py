@@ -29,14 +29,16 @@ RUNS = 20   # timed answers per task, unless --timing-runs says otherwise
 
 
 def inputs(task: dict, site: Path) -> tuple[dict, dict]:
-    """(the page's fields, predict's arguments) for one task of site.json: the same input."""
-    if task["kind"] == "classifier":
-        return {"input": REVIEW}, {"text": [REVIEW]}
-    if task["kind"] == "forecaster":
+    """(the page's fields, predict's arguments) for one task of site.json, the same input on both
+    sides, by what its example holds (no kind named here): a series' sample CSV, a generator's
+    sampling settings, else a text to classify."""
+    if "sample" in task:
         sample = str(site / task["name"] / task["sample"])
         return {"file": sample}, {"csv": sample}
-    return ({"input": PROMPT, "max-chars": CHARS, "seed": SEED, "temperature": 0.8, "top-k": ""},
-            {"prompt": PROMPT, "max_chars": CHARS, "seed": SEED, "temperature": 0.8})
+    if task["sampling"]:
+        return ({"input": PROMPT, "max-chars": CHARS, "seed": SEED, "temperature": 0.8, "top-k": ""},
+                {"prompt": PROMPT, "max_chars": CHARS, "seed": SEED, "temperature": 0.8})
+    return {"input": REVIEW}, {"text": [REVIEW]}
 
 
 def python_ms(model: Path, arguments: dict, runs: int) -> dict:
@@ -105,7 +107,7 @@ def measure(config: Config, runs: int) -> dict:
                 raise RuntimeError(f"{task['name']}: the page answered {answered['result']['error']}")
             results["tasks"][task["name"]] = {
                 "kind": task["kind"], "run": task["run"], "int8": task["int8"], "bytes": task["bytes"],
-                "tokens": len(answered["result"]["ids"]) if task["kind"] == "classifier" else None,
+                "tokens": len(answered["result"]["ids"]) if "probabilities" in answered["result"] else None,
                 "browser": {"session_ms": page["sessionMs"][task["name"]], "ms": stats(answered["ms"][1:])},
                 "python": python_ms(site_dir / task["name"] / "model.onnx", fields[task["name"]][1], runs)}
     return results
