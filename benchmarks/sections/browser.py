@@ -126,7 +126,7 @@ def render(results: dict) -> list[str]:
     return table("## (h) The champions in the browser: onnxruntime-web in Chromium against Python onnxruntime",
                  ["task", "model", "Chromium ms", "Python ms", "ratio", "Chromium session ms", "Python session ms"],
                  rows, intro=f"One answer per task, the same input on both sides: a review of {tokens} tokens, the "
-                             f"forecaster's bundled window, {CHARS} generated characters (seed {SEED}, temperature 0.8). Median "
+                             f"series' bundled window, {CHARS} generated characters (seed {SEED}, temperature 0.8). Median "
                              f"(min–max) of the timed answers after one untimed. Chromium: headless, "
                              f"onnxruntime-web {found['onnxruntime_web']}, wasm, {found['page_threads']} thread(s); "
                              "Python: onnxruntime's CPU provider as pipeline.deploy.predict opens it. A session's "
