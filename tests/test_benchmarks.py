@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.training.flops import classifier_train_flops, forecaster_train_flops
 from pipeline.kinds.registry import build_model
 from pipeline.deploy.sessions import PROVIDERS, open_session
+from pipeline.deploy.web import browser_tools
 from tests.conftest import REPO_ROOT, run_in
 
 
@@ -79,7 +80,7 @@ def test_a_target_is_met_when_the_median_of_the_runs_reaches_it(values, target, 
 # calls, and the full size (every run, validate's timed calls) under `slow`.
 QUICK = ["--runs", "imdb-lstm,etth1-gru", "--timing-runs", "3"]
 # (h) browser runs where Node.js and Chromium are (the browser tests' condition, tests/test_web.py).
-BROWSER = bool(shutil.which("node") and (shutil.which("chromium") or shutil.which("chromium-browser")))
+BROWSER = all(browser_tools())
 
 
 @pytest.mark.parametrize("size", [QUICK, pytest.param([], marks=pytest.mark.slow)], ids=["quick", "full"])

@@ -6,8 +6,6 @@ pipeline.deploy.predict's on the same model file: the label and the probabilitie
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 import threading
 
@@ -15,12 +13,11 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.deploy.web import ISOLATION, server
+from pipeline.deploy.web import ISOLATION, browser_tools, drive, server
 from pipeline.parity import scaled_error
 from tests.conftest import REPO_ROOT, run_in
 
-NODE = shutil.which("node")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NODE, CHROMIUM = browser_tools()
 pytestmark = pytest.mark.skipif(NODE is None or CHROMIUM is None,
                                 reason=f"needs Node.js and Chromium on PATH (node: {NODE}, chromium: {CHROMIUM})")
 
@@ -39,14 +36,6 @@ def site(pipeline_repo, web_package, tmp_path_factory):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield repo, out, json.loads((out / "site.json").read_text()), f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()
-
-
-def drive(url: str, plan: list[dict], tmp_path) -> dict:
-    (tmp_path / "plan.json").write_text(json.dumps(plan))
-    result = subprocess.run([NODE, str(REPO_ROOT / "web/drive.mjs"), "--url", url, "--chromium", CHROMIUM,
-                             "--plan", str(tmp_path / "plan.json")], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
 
 
 def predict(repo, model, *args) -> dict:
@@ -122,15 +111,21 @@ def test_each_panel_in_chromium_answers_what_predict_answers(site, tmp_path):
     assert ours["text"] == theirs["text"] and len(ours["text"]) == CHARS
 
 
-def test_a_bad_csv_and_a_request_over_a_limit_are_refused_in_the_page_with_predicts_messages(site, tmp_path):
+def test_a_bad_csv_an_empty_review_and_requests_over_a_limit_are_refused_in_the_page(site, tmp_path):
     repo, out, built, url = site
     kinds = {t["kind"]: t for t in built["tasks"]}
+    text_limit = json.loads(kinds["classifier"]["meta"]["serve_limits"])["max_text_chars"]
     limit = json.loads(kinds["generator"]["meta"]["serve_limits"])["max_generate_chars"]
     bad = tmp_path / "bad.csv"
     bad.write_text("date,nothing\n2020-01-01,1\n")
     page = drive(url, [{"task": kinds["forecaster"]["name"], "fields": {"file": str(bad)}},
-                       {"task": kinds["generator"]["name"], "fields": {"input": PROMPT, "max-chars": limit + 1}}],
+                       {"task": kinds["generator"]["name"], "fields": {"input": PROMPT, "max-chars": limit + 1}},
+                       {"task": kinds["classifier"]["name"], "fields": {"input": "é" * (text_limit + 1)}},
+                       {"task": kinds["classifier"]["name"], "fields": {"input": " \n\t "}}],
                  tmp_path)
-    csv_error, over_limit = (r["result"]["error"] for r in page["results"])
+    csv_error, over_limit, long_review, empty_review = (r["result"].get("error", r["result"]) for r in page["results"])
     assert "column(s)" in csv_error and "not found" in csv_error and "nothing" in csv_error
     assert f"{limit + 1:,}" in over_limit and "serve.limits.max_generate_chars" in over_limit
+    # counted in code points, as Python counts them (the UTF-16 length is the same here, the bytes twice it)
+    assert f"{text_limit + 1:,}" in long_review and "serve.limits.max_text_chars" in long_review
+    assert "empty" in empty_review

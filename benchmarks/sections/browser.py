@@ -10,9 +10,6 @@ step and draw of the generator), after one untimed answer; and the time to creat
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -71,17 +68,9 @@ def python_ms(model: Path, arguments: dict, runs: int) -> dict:
 
 
 def drive(url: str, plan: list[dict], folder: Path) -> dict:
-    from pipeline.deploy.web import WEB
+    from pipeline.deploy.web import drive as drive_page
 
-    node, chromium = shutil.which("node"), shutil.which("chromium") or shutil.which("chromium-browser")
-    if node is None or chromium is None:
-        raise RuntimeError(f"the browser section needs Node.js and Chromium on PATH (node: {node}, chromium: {chromium})")
-    (folder / "plan.json").write_text(json.dumps(plan))
-    result = subprocess.run([node, str(WEB / "drive.mjs"), "--url", url, "--chromium", chromium, "--plan",
-                             str(folder / "plan.json")], capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        raise RuntimeError(f"web/drive.mjs failed: {result.stderr[-2000:]}")
-    page = json.loads(result.stdout)
+    page = drive_page(url, plan, folder, timeout=1800)
     if page.get("ready") != "true":
         raise RuntimeError(f"the page did not start: {page.get('status')}; console: {page.get('console')}")
     return page

@@ -64,6 +64,26 @@ def onnxruntime_web(web: Path = WEB) -> Path:
     return package
 
 
+def browser_tools() -> tuple[str | None, str | None]:
+    """(node, chromium): their paths on PATH, None where absent (Debian calls Chromium `chromium`,
+    other systems `chromium-browser`). What the browser tests and benchmark need to drive a page."""
+    return shutil.which("node"), shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def drive(url: str, plan: list[dict], folder: Path, timeout: float = 600) -> dict:
+    """The page at `url` driven in headless Chromium by web/drive.mjs through `plan` (written to
+    `folder`/plan.json): what drive.mjs prints (readiness, threads, requests, each step's answers)."""
+    node, chromium = browser_tools()
+    if node is None or chromium is None:
+        raise WebError(f"driving the page needs Node.js and Chromium on PATH (node: {node}, chromium: {chromium})")
+    (folder / "plan.json").write_text(json.dumps(plan))
+    result = subprocess.run([node, str(WEB / "drive.mjs"), "--url", url, "--chromium", chromium,
+                             "--plan", str(folder / "plan.json")], capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise WebError(f"web/drive.mjs failed (exit {result.returncode}): {result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
 def model_metadata(path: Path) -> dict[str, str]:
     import onnx
 
