@@ -37,7 +37,7 @@ TINY_OVERRIDES = [
     "task.etth1.prepare.lookback=24", "task.etth1.prepare.horizon=12", "task.etth1.prepare.borders=[240,320,400]",
     "task.imdb.embeddings.dim=8", "task.imdb.embeddings.epochs=1",
     "task.imdb.train.epochs=2", "task.imdb.train.batch_size=8",
-    "~task.imdb.train.lr",   # IMDB on the shared train.lr here, as a task of one's own data is by default
+    "task.imdb.train.lr=null",   # IMDB on the shared train.lr here, as a task of one's own data is by default
     "task.etth1.train.epochs=2", "task.etth1.train.batch_size=32",
     "task.shakespeare.train.epochs=2", "task.shakespeare.train.steps_per_epoch=4",
     "task.shakespeare.train.batch_size=8", "task.shakespeare.train.block_size=32",
