@@ -25,6 +25,7 @@ from pathlib import Path
 BATCH_64 = ["++task.imdb.train.batch_size=64", "++task.imdb.train.lr=0.002"]
 BEFORE = ["++task.imdb.prepare.max_len=400", *BATCH_64]
 BATCH_128 = ["++task.imdb.train.batch_size=128", "++task.imdb.train.lr=0.003"]
+CHOSEN = "max_len 600, batch 128, lr 3e-3"   # conf/task/imdb.yaml's recipe
 CANDIDATES = {   # name -> (model, overrides of `python -m pipeline.config`, on top of conf/)
     "recipe before (max_len 400, 3 epochs, batch 64, lr 2e-3)": ("lstm", BEFORE),
     "recipe before, GRU": ("gru", BEFORE),
@@ -38,6 +39,12 @@ CANDIDATES = {   # name -> (model, overrides of `python -m pipeline.config`, on 
     # CPU kernel, and a probe found larger batches speed its step-by-step kernels up.
     "max_len 600, batch 128, lr 3e-3 (chosen: conf/task/imdb.yaml)": ("lstm", []),
     "max_len 600, batch 128, lr 3e-3, GRU (chosen)": ("gru", []),
+    # Regularisation, the vocabulary and the embedding, on top of the chosen recipe.
+    f"{CHOSEN}, dropout 0.5, embedding dropout 0.5": ("lstm", ["model.lstm.classifier.dropout=0.5",
+                                                    "model.lstm.classifier.embedding_dropout=0.5"]),
+    f"{CHOSEN}, weight decay 0.1": ("lstm", ["train.weight_decay=0.1"]),
+    f"{CHOSEN}, vocabulary 60k": ("lstm", ["++task.imdb.prepare.vocab_size=60000"]),
+    f"{CHOSEN}, embedding 256": ("lstm", ["++task.imdb.embeddings.dim=256", "model.lstm.classifier.embedding_dim=256"]),
 }
 
 
@@ -48,13 +55,14 @@ def run(command: list[str]) -> None:
 
 
 def trial(model: str, overrides: list[str]) -> dict:
-    """Configure, prepare where the candidate changes it, train one model; its validation figures
-    and seconds."""
+    """Configure, prepare and embed where the candidate changes them, train one model; its
+    validation figures and seconds."""
     run([sys.executable, "-m", "pipeline.config", "tracking.enabled=false", *overrides])
-    changes_prepare = any(".prepare." in o for o in overrides)
+    changes_prepare = any(".prepare." in o or ".embeddings." in o for o in overrides)
     marker = Path("data/prepared/imdb/.candidate")   # the prepared data is a candidate's, not the recipe's
     if changes_prepare or marker.exists():
         run([sys.executable, "-m", "pipeline.stages.prepare", "imdb"])
+        run([sys.executable, "-m", "pipeline.stages.embed", "imdb"])   # the vectors follow the vocabulary
         if changes_prepare:
             marker.write_text(" ".join(overrides))
         else:

@@ -23,6 +23,11 @@ def test_each_candidate_composes_through_conf_and_sets_what_it_names(name):
     assert (imdb.train.epochs == 4) is ("4 epochs" in name)
     assert (imdb.train.batch_size == 128 and (imdb.train.lr or config.train.lr) == 0.003) is ("batch 128" in name)
     assert (imdb.prepare.truncation_side == "left") is ("keep the end" in name)
+    lstm = config.model["lstm"].classifier
+    assert (lstm.dropout == lstm.embedding_dropout == 0.5) is ("dropout 0.5" in name)
+    assert (config.train.weight_decay == 0.1) is ("weight decay 0.1" in name)
+    assert (imdb.prepare.vocab_size == 60000) is ("vocabulary 60k" in name)
+    assert (imdb.embeddings.dim == lstm.embedding_dim == 256) is ("embedding 256" in name)
 
 
 def test_the_committed_results_are_the_documented_table():

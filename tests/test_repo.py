@@ -1,11 +1,13 @@
-"""The project's own promises: CI runs the README's test command; the torch pin stays exact."""
+"""The project's own promises: CI runs the README's test command; the torch pin stays exact; the
+test run's order lets one worker build the shared tiny pipeline while the other works."""
 
 from __future__ import annotations
 
 import re
 import tomllib
+from types import SimpleNamespace
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, pipeline_first_then_last
 
 
 def readme_commands() -> list[str]:
@@ -55,3 +57,14 @@ def test_docker_image_runs_the_pipeline_as_a_non_root_user_with_cuda_required():
     assert re.search(r"^USER (?!root)\w+", text, re.M)
     assert "export=gpu" in text and "dvc repro" in text
     assert ".git" in (REPO_ROOT / ".dockerignore").read_text().split()
+
+
+def test_the_first_pipeline_test_goes_first_and_the_other_pipeline_tests_last_in_their_order():
+    def item(name, *fixtures):
+        return SimpleNamespace(name=name, fixturenames=[*fixtures, "tmp_path"])
+
+    items = [item("a"), item("p1", "pipeline_repo"), item("b"), item("p2", "pipeline_repo"), item("c"),
+             item("p3", "pipeline_repo")]
+    assert [i.name for i in pipeline_first_then_last(items)] == ["p1", "a", "b", "c", "p2", "p3"]
+    none = [item("a"), item("b")]
+    assert pipeline_first_then_last(none) == none
