@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.hosts import host_kind
+
 
 def train_seconds(checkout: Path, task: str, model: str, epochs: int) -> float:
     """One training of `model` on `task` in `checkout`, with its own code and conf; its training
@@ -37,6 +39,12 @@ def train_seconds(checkout: Path, task: str, model: str, epochs: int) -> float:
         if result.returncode != 0:
             sys.exit(f"{checkout}: {' '.join(command)} failed:\n{result.stderr[-3000:]}")
     return json.loads((checkout / f"metrics/train/{task}-{model}.json").read_text())["train/seconds"]
+
+
+def commit_of(checkout: Path) -> str:
+    """The checkout's commit, short: what a result names instead of a machine's path."""
+    return subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=checkout, capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
 def order(repeats: int) -> list[str]:
@@ -60,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         for side in order(args.repeats):
             s = train_seconds(checkouts[side], args.task, model, args.epochs)
             seconds.setdefault((model, side), []).append(s)
-            line = {"task": args.task, "model": model, "side": side, "checkout": str(checkouts[side]),
-                    "epochs": args.epochs, "train/seconds": s}
+            line = {"task": args.task, "model": model, "side": side, "commit": commit_of(checkouts[side]),
+                    "epochs": args.epochs, "train/seconds": s, "host": host_kind()}
             with args.out.open("a") as f:
                 f.write(json.dumps(line) + "\n")
             print(json.dumps(line), flush=True)
