@@ -3,11 +3,12 @@
 On a shared 2-core host the same training can take 355 s or 507 s an hour apart (docs/benchmarks.md,
 "How IMDB's recipe was chosen"), so single runs on different days do not compare. This runs the
 two checkouts' train stages in turn, A B B A A B ..., so that a drift of the host lands on both
-alike, and reports each one's seconds per training epoch (`epoch/seconds` summed: evaluation is
-not counted, as in the train stage's `train/seconds`).
+alike, and reports each one's training seconds (the train stage's `train/seconds`: its epochs,
+not its evaluation), with the ratio of the medians.
 
     python -m benchmarks.train_seconds_ab --a ../before --b ../after --task imdb \\
-        --models lstm gru --repeats 2 --epochs 1 --out benchmarks/results/imdb-recipe/ab.jsonl
+        --models lstm gru --repeats 2 --epochs 1 \\
+        --out benchmarks/results/imdb-recipe/train-seconds-ab.jsonl
 
 Each checkout must hold its task's prepared data already (after `dvc repro`, or its
 `dvc repro embed@<task>`); its params.yaml is recomposed with MLflow off and the epochs given,
@@ -63,13 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON Lines file to append to")
     args = parser.parse_args(argv)
     checkouts = {"a": args.a.resolve(), "b": args.b.resolve()}
+    commits, host = {side: commit_of(path) for side, path in checkouts.items()}, host_kind()
     seconds: dict[tuple[str, str], list[float]] = {}
     for model in args.models:
         for side in order(args.repeats):
             s = train_seconds(checkouts[side], args.task, model, args.epochs)
             seconds.setdefault((model, side), []).append(s)
-            line = {"task": args.task, "model": model, "side": side, "commit": commit_of(checkouts[side]),
-                    "epochs": args.epochs, "train/seconds": s, "host": host_kind()}
+            line = {"task": args.task, "model": model, "side": side, "commit": commits[side],
+                    "epochs": args.epochs, "train/seconds": s, "host": host}
             with args.out.open("a") as f:
                 f.write(json.dumps(line) + "\n")
             print(json.dumps(line), flush=True)
