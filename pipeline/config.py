@@ -287,6 +287,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key (found {error['input']!r}); remove it or fix its spelling"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
+    if key == "<root>":   # a check across sections: its message names the keys; the input is everything
+        return f"{key}: {error['msg']}"
     return f"{key}: {error['msg']} (found {error['input']!r})"
 
 
