@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from benchmarks.train_seconds_ab import main, order
+from benchmarks.train_seconds_ab import commit_of, main, order
 from pipeline.hosts import host_kind
 
 # A stand-in for a checkout's pipeline: `pipeline.config` does nothing, and `pipeline.stages.train`
@@ -30,8 +30,7 @@ def stub_checkout(path: Path, seconds: float) -> str:
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "stub"]):
         subprocess.run(command, cwd=path, check=True)
-    return subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=path, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return commit_of(path)
 
 
 def test_each_checkout_goes_first_as_often_as_the_other():
